@@ -1,0 +1,1 @@
+"""hybridopt: train PyTorch models to maximise a score they cannot differentiate."""
