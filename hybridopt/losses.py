@@ -37,7 +37,7 @@ def _as_bool_mask(mask: Tensor, shape: torch.Size) -> Tensor:
     if mask.dtype == torch.bool:
         return mask
     if mask.is_complex() or not ((mask == 0) | (mask == 1)).all():
-        raise ValueError(f"mask: expected bool or 0/1 values, got dtype {mask.dtype} with others")
+        raise ValueError(f"mask: expected bool or 0/1 values, got {mask.dtype} with other values")
     return mask != 0
 
 
