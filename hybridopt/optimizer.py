@@ -1,0 +1,511 @@
+"""HybridOptimizer and FitResult: the public face of hybridopt."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hybridopt.callbacks import dispatch, validate_callbacks
+from hybridopt.config import GeneticConfig, GradientConfig, StallConfig
+from hybridopt.controller import Controller, validate_phases
+from hybridopt.data import Data, data_to, model_input, slice_data, validate_data
+from hybridopt.phases.genetic import GeneticPhase
+from hybridopt.phases.gradient import GradientPhase
+from hybridopt.population.evaluate import PopulationEvaluator, resolve_device
+from hybridopt.population.flat import FlatParams
+from hybridopt.scoring import Scorer
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "vmap", "loop")
+
+
+@dataclass
+class FitResult:
+    """What :meth:`HybridOptimizer.fit` found.
+
+    Attributes:
+        best_score: score of the best weights: on ``validation_data`` when given, else on the
+            training data.
+        best_train_score: training score of those weights.
+        best_state_dict: the model's ``state_dict`` with the best weights.
+        evaluations: score_fn calls on the training data (one call = one action sequence).
+        validation_evaluations: score_fn calls on the validation data.
+        wall_time: seconds spent in ``fit``.
+        history: one dict per step or generation.
+        switches: one dict per phase switch, with its reason.
+        stop_reason: why the run ended.
+        nonfinite: scores that were NaN or infinite (counted as the worst).
+    """
+
+    best_score: float
+    best_train_score: float
+    best_state_dict: dict[str, Tensor]
+    evaluations: int
+    validation_evaluations: int
+    wall_time: float
+    history: list[dict] = field(default_factory=list)
+    switches: list[dict] = field(default_factory=list)
+    stop_reason: str = ""
+    nonfinite: int = 0
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write the history, one row per step or generation, as CSV."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keys: list[str] = []
+        for row in self.history:
+            keys += [k for k in row if k not in keys]
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+        return path
+
+    def to_jsonl(self, path: str | Path) -> Path:
+        """Write the history as JSON lines."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as f:
+            for row in self.history:
+                f.write(json.dumps(row) + "\n")
+        return path
+
+    def plot(self, path: str | Path) -> Path:
+        """Plot best and current score against evaluations, phases as bands, switches marked."""
+        from hybridopt.plotting import plot_history
+
+        return plot_history(self.history, self.switches, path)
+
+
+def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}; got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {name} = {value}.")
+
+
+class HybridOptimizer:
+    """Maximise a non-differentiable score of a model's discrete actions.
+
+    Alternates a policy-gradient phase (REINFORCE with a baseline) and a genetic phase (a DEAP
+    population of flat weight vectors evaluated in vectorised batches), switching when progress
+    stalls.
+
+    Args:
+        model: maps inputs ``[N, ...]`` to logits ``[N, A]`` or ``[N, H, A]``.
+        score_fn: ``score_fn(actions, data) -> float`` (higher is better), or per-item rewards
+            shaped like ``actions`` with NaN where unobserved; see :func:`hybridopt.batched`.
+        data: a tensor, or a tuple/list/dict of tensors sharing the leading length N; the model
+            input is the tensor, ``data[0]`` or ``data["x"]``.
+        phases: the phases allowed, in order; the first starts. ``("gradient",)`` or
+            ``("genetic",)`` give the pure methods.
+        population_size: P, individuals of the genetic phase.
+        episode_length: rows per episode (contiguous slices sampled each step); None = the whole
+            data is one episode.
+        validation_data: if given, the best weights are chosen by the score on this data.
+        backend: how populations are evaluated: "auto" (the faster of vmap and loop, measured),
+            "vmap" or "loop".
+        device: "auto" (CUDA when available) or a torch device; model and data are moved there.
+        seed: seed of the optimiser's own generators; same seed, same result.
+        gradient: settings of the gradient phase.
+        genetic: settings of the genetic phase.
+        stall: when a phase counts as stalled.
+        chunk_size: individuals per vmap call (None: sized from memory).
+
+    Raises:
+        TypeError, ValueError: on bad input, before any long work (``score_fn`` is called once
+            on a sample of actions).
+
+    Example:
+        >>> opt = HybridOptimizer(model, score_fn, data=(x, next_return), seed=0)
+        >>> result = opt.fit(max_evaluations=20_000)
+        >>> opt.evaluate(held_out)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        score_fn: Callable[..., Any],
+        data: Data,
+        *,
+        phases: tuple[str, ...] = ("gradient", "genetic"),
+        population_size: int = 300,
+        episode_length: int | None = None,
+        validation_data: Data | None = None,
+        backend: str = "auto",
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        gradient: GradientConfig | None = None,
+        genetic: GeneticConfig | None = None,
+        stall: StallConfig | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        # Validate at the door
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+        self.phases = validate_phases(phases)
+        _check_int("population_size", population_size, 2)
+        _check_int("episode_length", episode_length, 1, allow_none=True)
+        _check_int("seed", seed, 0)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}.")
+        for name, value, cls in (
+            ("gradient", gradient, GradientConfig),
+            ("genetic", genetic, GeneticConfig),
+            ("stall", stall, StallConfig),
+        ):
+            if value is not None and not isinstance(value, cls):
+                raise TypeError(f"{name} must be a {cls.__name__}; got {type(value).__name__}.")
+        self.n = validate_data(data, "data")
+        if episode_length is not None and episode_length > self.n:
+            raise ValueError(
+                f"episode_length must be <= the data's length N = {self.n}; "
+                f"got episode_length = {episode_length}."
+            )
+        if validation_data is not None:
+            validate_data(validation_data, "validation_data")
+
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.flat = FlatParams.from_module(model)
+        self.data = data_to(data, self.device)
+        self.validation_data = (
+            None if validation_data is None else data_to(validation_data, self.device)
+        )
+        self.population_size = population_size
+        self.episode_length = episode_length
+        self.backend = backend
+        self.seed = seed
+        self.gradient_config = gradient or GradientConfig()
+        self.genetic_config = genetic or GeneticConfig()
+        self.stall_config = stall or StallConfig()
+        self.generator = torch.Generator().manual_seed(seed)
+        self.scorer = Scorer(score_fn)
+        self._check_model_and_score()
+
+        self.evaluator = PopulationEvaluator(
+            model, self.scorer, self.flat, method=backend, device=self.device,
+            chunk_size=chunk_size,
+        )
+        self._scratch = copy.deepcopy(model).eval()
+        self._phases = {
+            "gradient": GradientPhase(
+                self.model, self.scorer, self.gradient_config, self.generator
+            ),
+            "genetic": GeneticPhase(
+                self.flat, self.evaluator.evaluate, self.genetic_config, population_size,
+                self.generator,
+            ),
+        }
+        self.controller = Controller(
+            self.phases,
+            self.stall_config,
+            caps={
+                "gradient": self.gradient_config.max_steps,
+                "genetic": self.genetic_config.max_generations,
+            },
+        )
+        self._state: Any = None
+        self._stop_requested = False
+        self.history: list[dict] = []
+        self.switches: list[dict] = []
+        self.evaluations = 0
+        self.validation_evaluations = 0
+        self.nonfinite = 0
+        self.best_score = -math.inf
+        self.best_train_score = -math.inf
+        self.best_weights = self.flat.vector(self.model).clone()
+
+    # -- validation --------------------------------------------------------------------------
+
+    def _check_model_and_score(self) -> None:
+        """Run the model once and score_fn once on a sample, so bad input fails fast."""
+        episode = self._episode(first=True)
+        x = model_input(episode)
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                logits = self.model(x)
+        except Exception as err:
+            raise ValueError(
+                f"model failed on the model input of data (shape {tuple(x.shape)}): {err}"
+            ) from err
+        if not isinstance(logits, Tensor) or logits.dim() not in (2, 3):
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(
+                f"model must return logits [N, A] or [N, H, A]; got {shape} for input "
+                f"{tuple(x.shape)}."
+            )
+        if logits.shape[0] != x.shape[0] or logits.shape[-1] < 2:
+            raise ValueError(
+                f"model must return logits [N, A] or [N, H, A] with N = {x.shape[0]} rows and "
+                f"A >= 2 actions; got {tuple(logits.shape)}."
+            )
+        if not logits.is_floating_point():
+            raise TypeError(f"model must return floating-point logits; got {logits.dtype}.")
+        self.output_shape = tuple(logits.shape[1:])
+        checker = torch.Generator().manual_seed(self.seed)
+        probs = torch.full((logits[..., 0].numel(), logits.shape[-1]), 1.0 / logits.shape[-1])
+        sample = torch.multinomial(probs, 2, replacement=True, generator=checker)
+        actions = torch.stack([logits.argmax(-1).cpu(), sample[:, 0].reshape(logits.shape[:-1])])
+        self.scorer.check(actions.to(self.device), episode)
+
+    # -- episodes ----------------------------------------------------------------------------
+
+    def _episode(self, first: bool = False) -> Data:
+        if self.episode_length is None:
+            return self.data
+        if first:
+            return slice_data(self.data, 0, self.episode_length)
+        start = int(torch.randint(self.n - self.episode_length + 1, (1,), generator=self.generator))
+        return slice_data(self.data, start, start + self.episode_length)
+
+    # -- scoring single weight vectors -------------------------------------------------------
+
+    def _score_model(self, model: nn.Module, data: Data) -> float:
+        model.eval()
+        with torch.no_grad():
+            actions = model(model_input(data)).argmax(-1)
+        batch = self.scorer(actions.unsqueeze(0), data)
+        self.nonfinite += batch.n_nonfinite
+        score = float(batch.scores[0])
+        return score if math.isfinite(score) else -math.inf
+
+    def _score_weights(self, weights: Tensor, data: Data) -> float:
+        self.flat.load(self._scratch, weights)
+        return self._score_model(self._scratch, data)
+
+    def evaluate(self, data: Data | None = None) -> float:
+        """Score of ``opt.model``'s argmax policy on ``data`` (default: the training data).
+
+        Raises:
+            TypeError, ValueError: if ``data`` is not shaped like the training data.
+        """
+        if data is None:
+            data = self.data
+        else:
+            validate_data(data, "data")
+            data = data_to(data, self.device)
+        return self._score_model(self.model, data)
+
+    def request_stop(self) -> None:
+        """Ask a running :meth:`fit` to end after the current step (for callbacks)."""
+        self._stop_requested = True
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def fit(
+        self,
+        max_evaluations: int | None = None,
+        max_time: float | None = None,
+        target_score: float | None = None,
+        callbacks=(),
+        progress: bool = True,
+    ) -> FitResult:
+        """Run the hybrid optimisation until a budget is spent or the target is reached.
+
+        Args:
+            max_evaluations: stop before the score_fn calls on training data would exceed this.
+            max_time: stop after this many seconds.
+            target_score: stop once the best score reaches this.
+            callbacks: objects with ``on_step``/``on_generation``/``on_switch``/``on_end``.
+            progress: show a progress bar.
+
+        Returns:
+            A :class:`FitResult`; ``opt.model`` then holds the best weights found.
+
+        Raises:
+            ValueError: if a budget is not positive, or no budget is given at all.
+        """
+        _check_int("max_evaluations", max_evaluations, 1, allow_none=True)
+        if max_time is not None and not (isinstance(max_time, (int, float)) and max_time > 0):
+            raise ValueError(f"max_time must be a number of seconds > 0; got {max_time!r}.")
+        if target_score is not None and not isinstance(target_score, (int, float)):
+            raise TypeError(f"target_score must be a number; got {target_score!r}.")
+        if max_evaluations is None and max_time is None and target_score is None:
+            raise ValueError(
+                "fit needs a budget: give max_evaluations, max_time or target_score."
+            )
+        callbacks = validate_callbacks(callbacks)
+        self._stop_requested = False
+        start = time.perf_counter()
+        wall_before = self.history[-1]["wall_time"] if self.history else 0.0
+        bar = _progress_bar(progress, max_evaluations)
+        stop_reason = ""
+        try:
+            if self._state is None:
+                self._state = self._start_phase(self.controller.phase)
+            while True:
+                stop_reason = self._budget_spent(max_evaluations, max_time, target_score, start)
+                if stop_reason:
+                    break
+                row = self._step(wall_before + time.perf_counter() - start)
+                event = "on_step" if row["phase"] == "gradient" else "on_generation"
+                dispatch(callbacks, event, self, row)
+                if bar is not None:
+                    bar.update(row["evaluations"] - bar.n)
+                    bar.set_postfix(
+                        phase=row["phase"], score=f"{row['score']:.3g}",
+                        best=f"{row['best_score']:.3g}",
+                        evals_s=f"{row['evaluations'] / max(row['wall_time'], 1e-9):.0f}",
+                    )
+                reason = self.controller.check(
+                    row["selection_score"] if self.stall_config.monitor == "selection"
+                    else row["score"]
+                )
+                if reason:
+                    self._switch(reason, callbacks)
+        except KeyboardInterrupt:
+            stop_reason = "interrupted"
+            log.warning("interrupted: returning the best weights found so far")
+        finally:
+            if bar is not None:
+                bar.close()
+        self.flat.load(self.model, self.best_weights)
+        result = self._result(stop_reason, wall_before + time.perf_counter() - start)
+        dispatch(callbacks, "on_end", self, result)
+        return result
+
+    def _budget_spent(self, max_evaluations, max_time, target_score, start) -> str:
+        if self._stop_requested:
+            return "stopped by a callback"
+        if target_score is not None and self.best_score >= target_score:
+            return f"target score {target_score} reached"
+        if max_time is not None and time.perf_counter() - start >= max_time:
+            return f"max_time {max_time}s reached"
+        if max_evaluations is not None:
+            if self.evaluations + self._next_step_cost() > max_evaluations:
+                return f"max_evaluations {max_evaluations} reached"
+        return ""
+
+    def _next_step_cost(self) -> int:
+        if self.controller.phase == "gradient":
+            return self.gradient_config.samples + 1
+        state = self._state
+        tracking = 0 if self.episode_length is None else 1
+        if self.episode_length is None and state is not None and state.generation == 0:
+            return int((~state.evaluated).sum()) + tracking
+        return self.population_size - (self.genetic_config.elite if self.episode_length is None
+                                       else 0) + tracking
+
+    def _start_phase(self, phase: str, reason: str = "") -> Any:
+        if phase == "gradient":
+            return self._phases["gradient"].init()
+        current = self.flat.vector(self.model)
+        extra = None
+        if not torch.equal(current, self.best_weights):
+            extra = self.best_weights.unsqueeze(0)
+        return self._phases["genetic"].init(current, extra)
+
+    def _step(self, wall_time: float) -> dict:
+        phase = self.controller.phase
+        episode = self._episode()
+        self._state, metrics = self._phases[phase].step(
+            self._state, episode, **({} if phase == "gradient"
+                                     else {"fixed_data": self.episode_length is None})
+        )
+        self.evaluations += metrics.pop("evaluations")
+        self.nonfinite += metrics.get("nonfinite", 0)
+
+        # The phase's candidate and its training score
+        if phase == "gradient":
+            candidate = self.flat.vector(self.model)
+            score = self._score_model(self.model, self.data)
+            self.evaluations += 1
+        else:
+            candidate, score = self._phases["genetic"].best(self._state)
+            if self.episode_length is not None:
+                score = self._score_weights(candidate, self.data)
+                self.evaluations += 1
+
+        # Choose what to keep: validation score when given, else training score
+        val_score = None
+        selection = score
+        if self.validation_data is not None:
+            val_score = self._score_weights(candidate, self.validation_data)
+            self.validation_evaluations += 1
+            selection = val_score
+        if selection > self.best_score or (
+            selection == self.best_score and score > self.best_train_score
+        ):
+            self.best_score, self.best_train_score = selection, score
+            self.best_weights = candidate.detach().clone()
+
+        row = {
+            "phase": phase,
+            "step": len(self.history),
+            "phase_step": self.controller.phase_checks,
+            "evaluations": self.evaluations,
+            "wall_time": wall_time,
+            "score": score,
+            "val_score": val_score,
+            "selection_score": selection,
+            "best_score": self.best_score,
+            "best_train_score": self.best_train_score,
+            "nonfinite_total": self.nonfinite,
+            **metrics,
+        }
+        if phase == "genetic" and self.evaluator.choice is not None and "backend" not in {
+            k for r in self.history for k in r
+        }:
+            row["backend"] = self.evaluator.choice["method"]
+        self.history.append(row)
+        return row
+
+    def _switch(self, reason: str, callbacks) -> None:
+        from_phase, to_phase = self.controller.switch()
+        # Hand-off: genetic -> gradient loads the phase's best individual into the model
+        if from_phase == "genetic":
+            state = self._state
+            if self.episode_length is None and len(state.hall_of_fame):
+                weights = state.hall_of_fame[0].weights
+            else:
+                weights = self._phases["genetic"].best(state)[0]
+            self.flat.load(self.model, weights)
+        self._state = self._start_phase(to_phase, reason)
+        switch = {
+            "evaluations": self.evaluations,
+            "step": len(self.history),
+            "from_phase": from_phase,
+            "to_phase": to_phase,
+            "reason": reason,
+        }
+        self.switches.append(switch)
+        log.info("switch %s -> %s at %d evaluations: %s", from_phase, to_phase,
+                 self.evaluations, reason)
+        dispatch(callbacks, "on_switch", self, switch)
+
+    def _result(self, stop_reason: str, wall_time: float) -> FitResult:
+        return FitResult(
+            best_score=self.best_score,
+            best_train_score=self.best_train_score,
+            best_state_dict={k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            evaluations=self.evaluations,
+            validation_evaluations=self.validation_evaluations,
+            wall_time=wall_time,
+            history=list(self.history),
+            switches=list(self.switches),
+            stop_reason=stop_reason,
+            nonfinite=self.nonfinite,
+        )
+
+
+def _progress_bar(enabled: bool, total: int | None):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="eval", dynamic_ncols=True, leave=False)

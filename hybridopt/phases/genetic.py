@@ -1,0 +1,253 @@
+"""Genetic phase: a DEAP population of flat weight vectors with vectorised variation.
+
+DEAP does what it is good at (toolbox, tournament selection, HallOfFame, Statistics, Logbook);
+crossover and mutation are array expressions over the whole ``[P, D]`` population. Scores are
+maximised; an individual whose score is not finite gets the worst fitness, ``-inf``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from hybridopt.config import GeneticConfig
+from hybridopt.data import Data
+from hybridopt.phases import _deap
+from hybridopt.population.flat import FlatParams
+from hybridopt.scoring import ScoreBatch
+
+# -- vectorised variation operators ---------------------------------------------------------
+
+
+def cx_blend(a: Tensor, b: Tensor, alpha: float, prob: float, generator: torch.Generator):
+    """BLX-alpha crossover of pairs ``(a[i], b[i])``; each pair is crossed with prob ``prob``."""
+    m, d = a.shape
+    crossed = torch.rand(m, generator=generator, device=a.device) < prob
+    idx = crossed.nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return a, b
+    pa, pb = a[idx], b[idx]
+    gamma = (1 + 2 * alpha) * torch.rand(len(idx), d, generator=generator, device=a.device)
+    gamma -= alpha
+    a, b = a.clone(), b.clone()
+    a[idx] = pa + gamma * (pb - pa)
+    b[idx] = pb + gamma * (pa - pb)
+    return a, b
+
+
+def cx_uniform(a: Tensor, b: Tensor, swap_prob: float, prob: float, generator: torch.Generator):
+    """Uniform crossover: crossed pairs swap each weight with probability ``swap_prob``."""
+    m, d = a.shape
+    crossed = torch.rand(m, 1, generator=generator, device=a.device) < prob
+    swap = (torch.rand(m, d, generator=generator, device=a.device) < swap_prob) & crossed
+    return torch.where(swap, b, a), torch.where(swap, a, b)
+
+
+def mut_gaussian(
+    x: Tensor, scale: Tensor, prob: float, gene_prob: float, generator: torch.Generator
+) -> Tensor:
+    """Gaussian mutation: with probability ``prob`` an individual gets ``N(0, scale)`` noise on
+    ``round(gene_prob * D)`` weights drawn at random (with replacement)."""
+    m, d = x.shape
+    mutated = (torch.rand(m, generator=generator, device=x.device) < prob).nonzero().squeeze(1)
+    genes = max(1, round(gene_prob * d))
+    if mutated.numel() == 0 or gene_prob == 0:
+        return x
+    cols = torch.randint(d, (len(mutated), genes), generator=generator, device=x.device)
+    noise = torch.randn(len(mutated), genes, generator=generator, device=x.device) * scale[cols]
+    rows = mutated.unsqueeze(1).expand_as(cols)
+    return x.index_put((rows, cols), noise.to(x.dtype), accumulate=True)
+
+
+def tensor_scales(flat: FlatParams, weights: Tensor) -> Tensor:
+    """Per-weight scale ``[D]``: the RMS of the parameter tensor it belongs to, floored."""
+    pieces = flat.split(weights)
+    rms = torch.stack([p.float().pow(2).mean().sqrt() for p in pieces])
+    floor = 0.1 * rms[rms > 0].mean() if (rms > 0).any() else torch.tensor(0.1)
+    rms = torch.maximum(rms, floor.clamp(min=1e-3))
+    return rms.repeat_interleave(torch.tensor(flat.sizes)).to(weights.device, weights.dtype)
+
+
+# -- the phase ------------------------------------------------------------------------------
+
+
+@dataclass
+class GeneticState:
+    """What changes during a genetic phase."""
+
+    population: Tensor
+    scores: Tensor
+    evaluated: Tensor
+    uids: Tensor
+    scale: Tensor
+    next_uid: int
+    py_random: random.Random
+    hall_of_fame: _deap.HallOfFame
+    logbook: _deap.Logbook = field(default_factory=_deap.Logbook)
+    generation: int = 0
+
+
+class GeneticPhase:
+    """Genetic algorithm over flat weights: ``init(weights) -> state``, ``step(state, data)``.
+
+    Args:
+        flat: layout of the model's trainable weights.
+        evaluate: ``evaluate(population [P, D], data) -> ScoreBatch``.
+        config: the phase's settings.
+        population_size: P.
+        generator: the optimiser's torch generator for every draw.
+    """
+
+    name = "genetic"
+
+    def __init__(
+        self,
+        flat: FlatParams,
+        evaluate: Callable[[Tensor, Data], ScoreBatch],
+        config: GeneticConfig,
+        population_size: int,
+        generator: torch.Generator,
+    ) -> None:
+        self.flat = flat
+        self.evaluate = evaluate
+        self.config = config
+        self.population_size = population_size
+        self.generator = generator
+        self.toolbox = _deap.Toolbox()
+        self.toolbox.register("select", config.select or _deap.tournament(config.tournament_size))
+        if config.mate is not None:
+            self.toolbox.register("mate", config.mate)
+        elif config.crossover == "blend":
+            self.toolbox.register(
+                "mate", cx_blend, alpha=config.blend_alpha, prob=config.crossover_prob
+            )
+        else:
+            self.toolbox.register("mate", cx_uniform, swap_prob=0.5, prob=config.crossover_prob)
+        self.toolbox.register(
+            "mutate",
+            config.mutate
+            or (lambda x, scale, generator: mut_gaussian(
+                x, scale, config.mutation_prob, config.gene_mutation_prob, generator
+            )),
+        )
+        self.stats = _deap.make_statistics()
+
+    def init(self, weights: Tensor, extra_elites: Tensor | None = None) -> GeneticState:
+        """Seed P individuals around ``weights`` ``[D]``; ``weights`` itself (and any
+        ``extra_elites`` ``[E, D]``) are kept unchanged as elites."""
+        p, cfg = self.population_size, self.config
+        scale = tensor_scales(self.flat, weights)
+        kept = weights.unsqueeze(0)
+        if extra_elites is not None:
+            kept = torch.cat([kept, extra_elites.to(weights)])[:p]
+        noise = torch.randn(
+            p - len(kept), self.flat.dim, generator=self.generator, device=weights.device
+        )
+        population = torch.cat([kept, weights + cfg.init_scale * scale * noise.to(weights)])
+        seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
+        return GeneticState(
+            population=population,
+            scores=torch.full((p,), -math.inf, dtype=torch.float64),
+            evaluated=torch.zeros(p, dtype=torch.bool),
+            uids=torch.arange(p),
+            scale=scale,
+            next_uid=p,
+            py_random=random.Random(seed),
+            hall_of_fame=_deap.HallOfFame(cfg.hall_of_fame, similar=_deap.same_member),
+        )
+
+    def step(
+        self, state: GeneticState, episode: Data, fixed_data: bool = True
+    ) -> tuple[GeneticState, dict]:
+        """One generation: variation (after the first), evaluation, statistics.
+
+        With ``fixed_data`` (the same data every generation) individuals carried over unchanged
+        keep their scores; otherwise every individual is evaluated on ``episode``.
+        """
+        if state.generation > 0:
+            state = self._vary(state)
+        if not fixed_data:
+            state.evaluated[:] = False
+
+        # Evaluation of the new or changed individuals
+        todo = (~state.evaluated).nonzero().squeeze(1)
+        nonfinite = 0
+        if todo.numel():
+            batch = self.evaluate(state.population[todo], episode)
+            scores = torch.where(batch.finite, batch.scores, -math.inf)
+            state.scores[todo] = scores.to(state.scores.dtype)
+            state.evaluated[todo] = True
+            nonfinite = batch.n_nonfinite
+
+        # DEAP bookkeeping: members, hall of fame, statistics
+        members = [
+            _deap.make_member(i, uid, s)
+            for i, (uid, s) in enumerate(zip(state.uids.tolist(), state.scores.tolist()))
+        ]
+        state.hall_of_fame.update(members)
+        for member in state.hall_of_fame:
+            if member.weights is None:
+                member.weights = state.population[member.index].clone()
+        record = self.stats.compile(members)
+        state.logbook.record(gen=state.generation, evals=int(todo.numel()), **record)
+        best = int(torch.argmax(state.scores))
+        state.generation += 1
+        metrics = {
+            "evaluations": int(todo.numel()),
+            "nonfinite": nonfinite,
+            "best_index": best,
+            "generation_best": float(state.scores[best]),
+            "population_mean": record["avg"],
+            "population_std": record["std"],
+        }
+        return state, metrics
+
+    def best(self, state: GeneticState) -> tuple[Tensor, float]:
+        """Weights and score of the current generation's best individual."""
+        i = int(torch.argmax(state.scores))
+        return state.population[i], float(state.scores[i])
+
+    def _vary(self, state: GeneticState) -> GeneticState:
+        p, cfg = self.population_size, self.config
+        n_elite = min(cfg.elite, p)
+        order = torch.argsort(state.scores, descending=True, stable=True)
+        elites = order[:n_elite]
+
+        # Selection (DEAP, on the optimiser's own random stream)
+        members = [
+            _deap.make_member(i, 0, s) for i, s in enumerate(state.scores.tolist())
+        ]
+        with _deap.private_random(state.py_random):
+            chosen = self.toolbox.select(members, p - n_elite)
+        parents = torch.tensor([m.index for m in chosen], dtype=torch.long)
+
+        # Crossover of consecutive pairs, then mutation
+        offspring = state.population[parents.to(state.population.device)]
+        half = len(offspring) // 2
+        a, b = self.toolbox.mate(
+            offspring[0 : 2 * half : 2], offspring[1 : 2 * half : 2], generator=self.generator
+        )
+        crossed = offspring.clone()
+        crossed[0 : 2 * half : 2], crossed[1 : 2 * half : 2] = a, b
+        mutated = self.toolbox.mutate(crossed, state.scale, generator=self.generator)
+
+        # Elitism; unchanged offspring keep their parent's identity and score
+        unchanged = (mutated == offspring).all(dim=1).cpu()
+        uids = torch.where(
+            unchanged,
+            state.uids[parents],
+            state.next_uid + torch.arange(len(parents)),
+        )
+        state.population = torch.cat([state.population[elites], mutated])
+        kept = elites.cpu()
+        carried = torch.where(unchanged, state.scores[parents], -math.inf)
+        state.scores = torch.cat([state.scores[kept], carried.to(state.scores.dtype)])
+        state.evaluated = torch.cat([state.evaluated[kept], unchanged & state.evaluated[parents]])
+        state.uids = torch.cat([state.uids[kept], uids])
+        state.next_uid += len(parents)
+        return state
