@@ -1,0 +1,33 @@
+"""Shared fixtures: small deterministic tasks with known optima."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import hybridopt as ho
+
+
+def make_bandit(n: int = 256, features: int = 6, actions: int = 3, seed: int = 1):
+    """A contextual bandit: the optimal action of each row is argmax(x @ W)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, features, generator=g)
+    w = torch.randn(features, actions, generator=g)
+    return x, (x @ w).argmax(1)
+
+
+@ho.batched
+def hit_rate(actions, data):
+    """Fraction of rows where the action is the optimal one (1.0 = optimal policy)."""
+    return (actions == data[1]).float().mean(-1)
+
+
+def mlp(features: int = 6, actions: int = 3, hidden: int = 16, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(features, hidden), nn.Tanh(), nn.Linear(hidden, actions))
+
+
+@pytest.fixture
+def bandit():
+    return make_bandit()

@@ -1,0 +1,208 @@
+"""Stall detection fires exactly when it should; the controller switches and hands off."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import hit_rate, mlp
+
+import hybridopt as ho
+from hybridopt.config import StallConfig
+from hybridopt.controller import Controller
+from hybridopt.stall import PlateauDetector, budget_cap, improved
+
+
+def fire_points(scores, **kw):
+    detector = PlateauDetector(StallConfig(**kw))
+    return [i for i, s in enumerate(scores) if detector.update(s)]
+
+
+def test_plateau_fires_after_patience_checks_without_improvement():
+    # improves at 0..2, then flat: the 3rd flat check (index 5) is the first to fire
+    assert fire_points([1, 2, 3, 3, 3, 3, 3], patience=3, min_steps=1) == [5, 6]
+
+
+def test_improvement_resets_patience():
+    assert fire_points([1, 1, 1, 2, 2, 2, 2], patience=3, min_steps=1) == [6]
+
+
+def test_min_delta_absolute_and_relative():
+    small_steps = [1.0, 1.04, 1.08, 1.12, 1.16]
+    # 1.12 beats 1.0 by more than 0.1 and resets the count
+    assert fire_points(small_steps, patience=2, min_delta=0.1, min_steps=1) == [2]
+    assert fire_points(small_steps, patience=2, min_delta=0.01, min_steps=1) == []
+    big = [100.0, 100.5, 101.0, 101.5]
+    # 1% of 100: 101.0 is not enough (fires), 101.5 is
+    assert fire_points(big, patience=2, min_delta=0.01, relative=True, min_steps=1) == [2]
+
+
+def test_min_steps_delays_the_verdict():
+    assert fire_points([5, 5, 5, 5, 5], patience=1, min_steps=4) == [3, 4]
+
+
+def test_nonfinite_scores_never_count_as_progress():
+    assert not improved(math.nan, 1.0, 0.0, False)
+    assert not improved(-math.inf, 1.0, 0.0, False)
+    assert improved(0.5, -math.inf, 0.0, False)
+    assert fire_points([1, math.nan, math.inf, -math.inf], patience=3, min_steps=1) == [3]
+
+
+def test_budget_cap():
+    assert budget_cap(4, 5, "steps") is None
+    assert budget_cap(5, 5, "steps") == "budget: phase used its 5 steps"
+    assert budget_cap(10**6, None, "steps") is None
+
+
+def test_controller_switches_on_plateau_and_cap():
+    ctl = Controller(("gradient", "genetic"), StallConfig(patience=2, min_steps=1),
+                     caps={"genetic": 3})
+    reasons = [ctl.check(s) for s in (1.0, 1.0, 1.0)]
+    assert reasons[:2] == [None, None] and reasons[2].startswith("plateau")
+    assert ctl.switch() == ("gradient", "genetic")
+    reasons = [ctl.check(s) for s in (1.0, 2.0, 3.0)]
+    assert reasons[2] == "budget: phase used its 3 generations"
+    assert ctl.switch() == ("genetic", "gradient")
+
+
+def test_single_phase_never_switches():
+    ctl = Controller(("genetic",), StallConfig(patience=1, min_steps=1))
+    assert [ctl.check(1.0) for _ in range(5)] == [None] * 5
+
+
+def test_forced_stall_switches_and_best_never_goes_backwards(bandit):
+    opt = ho.HybridOptimizer(
+        mlp(), hit_rate, data=bandit, seed=0, population_size=16,
+        stall=StallConfig(patience=2, min_steps=2),
+        gradient=ho.GradientConfig(max_steps=6), genetic=ho.GeneticConfig(max_generations=4),
+    )
+    result = opt.fit(max_evaluations=1500, progress=False)
+    assert len(result.switches) >= 3
+    assert {s["from_phase"] for s in result.switches} == {"gradient", "genetic"}
+    assert all(s["reason"] for s in result.switches)
+    best = [r["best_score"] for r in result.history]
+    assert best == sorted(best)
+    phases = [r["phase"] for r in result.history]
+    assert phases[0] == "gradient" and "genetic" in phases
+    # gradient -> genetic keeps the current model as an elite: the first generation's best is
+    # at least the last gradient step's score
+    for s in result.switches:
+        i = s["step"]
+        if s["from_phase"] == "gradient" and i < len(result.history):
+            assert result.history[i]["score"] >= result.history[i - 1]["score"]
+    # opt.model holds the best weights
+    assert opt.evaluate() == pytest.approx(result.best_score)
+
+
+def test_genetic_to_gradient_hand_off_loads_best_individual(bandit):
+    opt = ho.HybridOptimizer(
+        mlp(), hit_rate, data=bandit, seed=0, population_size=16,
+        phases=("genetic", "gradient"), genetic=ho.GeneticConfig(max_generations=3),
+    )
+    opt.fit(max_evaluations=16 + 3 * 14, progress=False)
+    assert opt.controller.phase == "gradient"
+    hof_best = opt.switches[0]
+    assert hof_best["from_phase"] == "genetic"
+    # the model now holds the hall of fame's best (the best of the phase)
+    assert opt.evaluate() == pytest.approx(opt.history[-1]["best_train_score"])
+
+
+def test_budgets_stop_at_the_right_count(bandit):
+    opt = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, phases=("gradient",), seed=0)
+    result = opt.fit(max_evaluations=100, progress=False)
+    # 17 evaluations per step (16 samples + the tracked argmax score)
+    assert result.evaluations == 85 and len(result.history) == 5
+    assert result.stop_reason.startswith("max_evaluations")
+    opt = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, phases=("genetic",),
+                             population_size=20, seed=0)
+    result = opt.fit(max_evaluations=100, progress=False)
+    assert result.evaluations <= 100 and result.evaluations > 100 - 20
+    result = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, seed=0).fit(
+        target_score=0.0, progress=False)
+    assert result.stop_reason.startswith("target score") and len(result.history) == 1
+    result = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, seed=0).fit(
+        max_time=0.5, progress=False)
+    assert result.stop_reason.startswith("max_time") and result.wall_time < 5
+
+
+def test_keyboard_interrupt_returns_best_so_far(bandit):
+    class Interrupt(ho.Callback):
+        def on_step(self, opt, row):
+            if row["step"] == 3:
+                raise KeyboardInterrupt
+
+    opt = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, phases=("gradient",), seed=0)
+    result = opt.fit(max_evaluations=10_000, callbacks=[Interrupt()], progress=False)
+    assert result.stop_reason == "interrupted" and len(result.history) == 4
+    assert math.isfinite(result.best_score)
+    assert opt.evaluate() == pytest.approx(result.best_score)
+
+
+def test_callbacks_see_every_event(bandit):
+    events = []
+
+    class Recorder:
+        def on_step(self, opt, row):
+            events.append("step")
+
+        def on_generation(self, opt, row):
+            events.append("generation")
+
+        def on_switch(self, opt, switch):
+            events.append("switch")
+
+        def on_end(self, opt, result):
+            events.append("end")
+
+    opt = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, seed=0, population_size=8,
+                             gradient=ho.GradientConfig(max_steps=2))
+    opt.fit(max_evaluations=80, callbacks=[Recorder()], progress=False)
+    assert events[:3] == ["step", "step", "switch"] and "generation" in events
+    assert events[-1] == "end"
+
+
+def test_validation_data_chooses_the_best(bandit):
+    x, best = bandit
+    # validation labels disagree with training labels on half the rows
+    flipped = best.clone()
+    flipped[::2] = (flipped[::2] + 1) % 3
+    opt = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, validation_data=(x, flipped),
+                             phases=("gradient",), seed=0)
+    result = opt.fit(max_evaluations=600, progress=False)
+    rows = result.history
+    assert all(r["val_score"] is not None for r in rows)
+    assert result.best_score == max(r["val_score"] for r in rows)
+    assert opt.evaluate((x, flipped)) == pytest.approx(result.best_score)
+    assert result.validation_evaluations == len(rows)
+
+
+def test_history_csv_and_plot(tmp_path, bandit):
+    opt = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, seed=0, population_size=8,
+                             gradient=ho.GradientConfig(max_steps=3))
+    result = opt.fit(max_evaluations=150, progress=False)
+    csv_path = result.to_csv(tmp_path / "history.csv")
+    lines = csv_path.read_text().strip().splitlines()
+    assert len(lines) == 1 + len(result.history)
+    assert lines[0].startswith("phase,step,phase_step,evaluations,wall_time,score")
+    png = result.plot(tmp_path / "plot.png")
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    jsonl = result.to_jsonl(tmp_path / "history.jsonl")
+    assert len(jsonl.read_text().splitlines()) == len(result.history)
+
+
+def test_progress_bar_runs(bandit, capsys):
+    opt = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, phases=("gradient",), seed=0)
+    opt.fit(max_evaluations=60, progress=True)
+    assert "eval" in capsys.readouterr().err
+
+
+def test_history_rows_have_the_contract_keys(bandit):
+    opt = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, seed=0, population_size=8,
+                             gradient=ho.GradientConfig(max_steps=2))
+    result = opt.fit(max_evaluations=100, progress=False)
+    for row in result.history:
+        assert {"phase", "step", "evaluations", "wall_time", "score", "best_score"} <= set(row)
+    for s in result.switches:
+        assert {"evaluations", "from_phase", "to_phase", "reason"} <= set(s)
+    assert torch.is_tensor(next(iter(result.best_state_dict.values())))
