@@ -1,0 +1,197 @@
+"""The genetic phase: vectorised operators, DEAP bookkeeping, elitism, seeding."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from conftest import hit_rate, mlp
+
+import hybridopt as ho
+from hybridopt.config import GeneticConfig
+from hybridopt.phases import _deap
+from hybridopt.phases.genetic import (
+    GeneticPhase,
+    cx_blend,
+    cx_uniform,
+    mut_gaussian,
+    tensor_scales,
+)
+from hybridopt.population.flat import FlatParams
+from hybridopt.scoring import ScoreBatch
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_blend_keeps_shapes_and_stays_in_the_extended_box():
+    a, b = torch.zeros(50, 40), torch.ones(50, 40)
+    ca, cb = cx_blend(a, b, alpha=0.3, prob=1.0, generator=gen())
+    assert ca.shape == cb.shape == (50, 40)
+    assert ca.min() >= -0.3 - 1e-6 and ca.max() <= 1.3 + 1e-6
+    # BLX keeps the pair's sum: children are mirror images around the parents' midpoint
+    assert torch.allclose(ca + cb, a + b)
+    same_a, same_b = cx_blend(a, b, alpha=0.3, prob=0.0, generator=gen())
+    assert torch.equal(same_a, a) and torch.equal(same_b, b)
+
+
+def test_uniform_swaps_genes_between_parents():
+    a, b = torch.zeros(30, 100), torch.ones(30, 100)
+    ca, cb = cx_uniform(a, b, swap_prob=0.5, prob=1.0, generator=gen())
+    assert torch.equal(ca + cb, a + b)
+    assert 0.35 < ca.mean() < 0.65
+
+
+def test_gaussian_mutation_touches_the_expected_share_with_per_tensor_scale():
+    x = torch.zeros(200, 1000)
+    scale = torch.cat([torch.full((500,), 1.0), torch.full((500,), 0.01)])
+    y = mut_gaussian(x, scale, prob=0.5, gene_prob=0.1, generator=gen())
+    touched_rows = (y != 0).any(1)
+    assert 0.4 < touched_rows.float().mean() < 0.6
+    per_row = (y[touched_rows] != 0).sum(1).float()
+    assert 80 < per_row.mean() < 100  # 100 draws with replacement, a few collide
+    assert y[:, :500].std() > 30 * y[:, 500:].std()
+
+
+def test_operators_are_reproducible_from_the_generator():
+    x = torch.randn(20, 30, generator=gen(5))
+    scale = torch.ones(30)
+    assert torch.equal(
+        mut_gaussian(x, scale, 1, 0.5, gen(1)), mut_gaussian(x, scale, 1, 0.5, gen(1))
+    )
+    assert not torch.equal(
+        mut_gaussian(x, scale, 1, 0.5, gen(1)), mut_gaussian(x, scale, 1, 0.5, gen(2))
+    )
+
+
+def test_tensor_scales_follow_each_parameter_tensor():
+    model = mlp()
+    flat = FlatParams.from_module(model)
+    with torch.no_grad():
+        model[0].weight.mul_(100)
+    scale = tensor_scales(flat, flat.vector(model))
+    pieces = flat.split(scale)
+    assert pieces[0].unique().numel() == 1
+    assert pieces[0][0, 0] > 10 * pieces[2][0, 0]
+    assert (scale > 0).all()
+
+
+def _phase(p=12, **cfg):
+    model = mlp()
+    flat = FlatParams.from_module(model)
+
+    def evaluate(population, data):
+        # fitness: minus the distance to a target vector
+        scores = -(population - 1.0).pow(2).sum(1).double()
+        return ScoreBatch(scores, None, torch.isfinite(scores))
+
+    phase = GeneticPhase(flat, evaluate, GeneticConfig(**cfg), p, gen())
+    return phase, flat, flat.vector(model)
+
+
+def test_seeding_keeps_the_current_weights_as_elite():
+    phase, flat, w = _phase()
+    state = phase.init(w)
+    assert state.population.shape == (12, flat.dim)
+    assert torch.equal(state.population[0], w)
+    assert not torch.equal(state.population[1], w)
+    extra = torch.ones(1, flat.dim)
+    state = phase.init(w, extra)
+    assert torch.equal(state.population[1], extra[0])
+
+
+def test_generations_keep_elites_and_improve():
+    phase, flat, w = _phase(elite=2)
+    state = phase.init(w)
+    state, m0 = phase.step(state, None)
+    assert m0["evaluations"] == 12
+    best = [m0["generation_best"]]
+    for _ in range(30):
+        top = state.population[torch.argsort(state.scores, descending=True)[:2]].clone()
+        state, m = phase.step(state, None)
+        # the two elites are carried over unchanged, and not re-evaluated on fixed data
+        assert torch.equal(state.population[:2], top)
+        assert m["evaluations"] <= 10
+        best.append(m["generation_best"])
+    assert best == sorted(best) and best[-1] > best[0]
+    assert len(state.hall_of_fame) == 5
+    assert state.hall_of_fame[0].fitness.values[0] == pytest.approx(best[-1])
+    assert torch.equal(state.hall_of_fame[0].weights, phase.best(state)[0])
+    assert len(state.logbook) == 31 and state.logbook[0]["evals"] == 12
+
+
+def test_episodes_re_evaluate_everyone():
+    phase, _, w = _phase()
+    state, _ = phase.step(phase.init(w), None, fixed_data=False)
+    state, m = phase.step(state, None, fixed_data=False)
+    assert m["evaluations"] == 12
+
+
+def test_deap_draws_do_not_touch_global_random():
+    random.seed(123)
+    expected = random.random()
+    random.seed(123)
+    phase, _, w = _phase()
+    state = phase.init(w)
+    for _ in range(3):
+        state, _ = phase.step(state, None)
+    assert random.random() == expected
+
+
+def test_user_registered_operators_are_used():
+    calls = []
+
+    def mate(a, b, generator):
+        calls.append("mate")
+        return b, a
+
+    def mutate(x, scale, generator):
+        calls.append("mutate")
+        return x + 0.5
+
+    def select(individuals, k):
+        calls.append("select")
+        return sorted(individuals, key=lambda m: m.fitness.values[0], reverse=True)[:1] * k
+
+    phase, _, w = _phase(mate=mate, mutate=mutate, select=select, elite=0)
+    state = phase.init(w)
+    state, _ = phase.step(state, None)
+    best = phase.best(state)[0].clone()
+    state, _ = phase.step(state, None)
+    assert calls == ["select", "mate", "mutate"]
+    assert torch.allclose(state.population, (best + 0.5).expand_as(state.population))
+
+
+def test_nonfinite_fitness_is_worst():
+    model = mlp()
+    flat = FlatParams.from_module(model)
+
+    def evaluate(population, data):
+        scores = torch.arange(len(population), dtype=torch.float64)
+        scores[-1] = float("nan")
+        return ScoreBatch(scores, None, torch.isfinite(scores))
+
+    phase = GeneticPhase(flat, evaluate, GeneticConfig(), 6, gen())
+    state, m = phase.step(phase.init(flat.vector(model)), None)
+    assert m["nonfinite"] == 1 and state.scores[-1] == float("-inf")
+    assert phase.best(state)[1] == 4.0
+
+
+def test_pure_genetic_raises_the_score(bandit):
+    model = mlp()
+    opt = ho.HybridOptimizer(
+        model, hit_rate, data=bandit, phases=("genetic",), population_size=32, seed=0
+    )
+    start = opt.evaluate()
+    result = opt.fit(max_evaluations=1500, progress=False)
+    assert result.best_score > start + 0.2
+    assert all(r["phase"] == "genetic" for r in result.history)
+
+
+def test_member_type_is_created_once():
+    import importlib
+
+    importlib.reload(_deap)
+    assert hasattr(_deap.creator, "HybridMember")
