@@ -27,7 +27,8 @@ from hybridopt.population.flat import FlatParams
 from hybridopt.scoring import Scorer
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "vmap", "loop")
+BACKENDS = ("auto", "vmap", "loop", "joblib", "ray")
+IN_PROCESS = ("auto", "vmap", "loop")
 
 
 @dataclass
@@ -81,6 +82,28 @@ class FitResult:
                 f.write(json.dumps(row) + "\n")
         return path
 
+    def save(self, folder: str | Path) -> Path:
+        """Write a run folder: ``history.csv``, ``history.jsonl``, ``summary.json``
+        (scores, budgets, switches), ``plot.png`` and ``best_model.pt`` (the best state_dict)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.to_csv(folder / "history.csv")
+        self.to_jsonl(folder / "history.jsonl")
+        self.plot(folder / "plot.png")
+        torch.save(self.best_state_dict, folder / "best_model.pt")
+        summary = {
+            "best_score": self.best_score,
+            "best_train_score": self.best_train_score,
+            "evaluations": self.evaluations,
+            "validation_evaluations": self.validation_evaluations,
+            "wall_time": self.wall_time,
+            "stop_reason": self.stop_reason,
+            "nonfinite": self.nonfinite,
+            "switches": self.switches,
+        }
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+        return folder
+
     def plot(self, path: str | Path) -> Path:
         """Plot best and current score against evaluations, phases as bands, switches marked."""
         from hybridopt.plotting import plot_history
@@ -116,8 +139,12 @@ class HybridOptimizer:
         episode_length: rows per episode (contiguous slices sampled each step); None = the whole
             data is one episode.
         validation_data: if given, the best weights are chosen by the score on this data.
-        backend: how populations are evaluated: "auto" (the faster of vmap and loop, measured),
-            "vmap" or "loop".
+        backend: how populations are evaluated: "auto" (in process, the faster of vmap and
+            loop, measured), "vmap", "loop", "joblib" (local processes) or "ray" (actors).
+        address: Ray cluster address for ``backend="ray"``; None: ``RAY_ADDRESS``, else a
+            local Ray.
+        backend_options: options of the "joblib"/"ray" backend (e.g. ``num_actors``,
+            ``cpus_per_actor``, ``gpus_per_actor``, ``n_jobs``, ``max_retries``).
         device: "auto" (CUDA when available) or a torch device; model and data are moved there.
         seed: seed of the optimiser's own generators; same seed, same result.
         gradient: settings of the gradient phase.
@@ -146,6 +173,8 @@ class HybridOptimizer:
         episode_length: int | None = None,
         validation_data: Data | None = None,
         backend: str = "auto",
+        address: str | None = None,
+        backend_options: dict | None = None,
         device: str | torch.device = "auto",
         seed: int = 0,
         gradient: GradientConfig | None = None,
@@ -188,6 +217,10 @@ class HybridOptimizer:
         self.population_size = population_size
         self.episode_length = episode_length
         self.backend = backend
+        self.address = address
+        self.backend_options = dict(backend_options or {})
+        self._distributed: Any = None
+        self._bounds: tuple[int, int] | None = None
         self.seed = seed
         self.gradient_config = gradient or GradientConfig()
         self.genetic_config = genetic or GeneticConfig()
@@ -197,7 +230,8 @@ class HybridOptimizer:
         self._check_model_and_score()
 
         self.evaluator = PopulationEvaluator(
-            model, self.scorer, self.flat, method=backend, device=self.device,
+            model, self.scorer, self.flat,
+            method=backend if backend in IN_PROCESS else "auto", device=self.device,
             chunk_size=chunk_size,
         )
         self._scratch = copy.deepcopy(model).eval()
@@ -206,7 +240,7 @@ class HybridOptimizer:
                 self.model, self.scorer, self.gradient_config, self.generator
             ),
             "genetic": GeneticPhase(
-                self.flat, self.evaluator.evaluate, self.genetic_config, population_size,
+                self.flat, self._evaluate_population, self.genetic_config, population_size,
                 self.generator,
             ),
         }
@@ -267,11 +301,49 @@ class HybridOptimizer:
 
     def _episode(self, first: bool = False) -> Data:
         if self.episode_length is None:
+            self._bounds = None
             return self.data
-        if first:
-            return slice_data(self.data, 0, self.episode_length)
-        start = int(torch.randint(self.n - self.episode_length + 1, (1,), generator=self.generator))
-        return slice_data(self.data, start, start + self.episode_length)
+        start = 0
+        if not first:
+            high = self.n - self.episode_length + 1
+            start = int(torch.randint(high, (1,), generator=self.generator))
+        self._bounds = (start, start + self.episode_length)
+        return slice_data(self.data, *self._bounds)
+
+    # -- population evaluation ---------------------------------------------------------------
+
+    def _evaluate_population(self, population: Tensor, episode: Data):
+        """Scores of ``population`` on the current episode, in process or distributed."""
+        if self.backend in IN_PROCESS:
+            return self.evaluator.evaluate(population, episode)
+        if self._distributed is None:
+            from hybridopt.backends import make_backend
+
+            self._distributed = make_backend(
+                self.backend,
+                model=self._scratch,
+                score_fn=self.scorer.score_fn,
+                score_mode=self.scorer.mode,
+                flat=self.flat,
+                data=self.data,
+                address=self.address,
+                device=self.device,
+                chunk_size=self.evaluator.chunk_size,
+                **self.backend_options,
+            )
+        return self._distributed.evaluate(population, self._bounds)
+
+    def close(self) -> None:
+        """Release a distributed backend's workers (Ray actors, joblib processes)."""
+        if self._distributed is not None:
+            self._distributed.close()
+            self._distributed = None
+
+    def __enter__(self) -> HybridOptimizer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- scoring single weight vectors -------------------------------------------------------
 
