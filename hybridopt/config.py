@@ -36,14 +36,14 @@ class GradientConfig:
     """Decay of the running-mean baseline."""
     normalize_advantages: bool = True
     """Divide advantages by their standard deviation over the K samples."""
-    entropy_coef: float = 0.01
+    entropy_coef: float = 0.003
     """Weight of the entropy bonus, which keeps the policy from collapsing too early."""
     max_grad_norm: float | None = 1.0
     """Clip the gradient's global norm to this; None disables clipping."""
     optimizer: str | Callable[..., Any] = "adam"
     """A ``torch.optim`` class name ("adam", "sgd", "adamw", ...) or a factory
     ``params -> Optimizer``."""
-    lr: float = 3e-3
+    lr: float = 2e-2
     """Learning rate passed to the optimiser when ``optimizer`` is a name."""
     optimizer_kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments for the named optimiser."""
