@@ -47,6 +47,10 @@ class GradientConfig:
     """Learning rate passed to the optimiser when ``optimizer`` is a name."""
     optimizer_kwargs: dict = field(default_factory=dict)
     """Extra keyword arguments for the named optimiser."""
+    warmup_steps: int = 10
+    """Linear learning-rate warm-up at the start of every gradient phase, so that a fresh
+    Adam does not jolt weights handed over by the genetic phase; 0 disables it (and a
+    ``scheduler`` replaces it)."""
     scheduler: Callable[..., Any] | None = None
     """Optional factory ``optimizer -> LRScheduler``, stepped once per gradient step."""
     aux_loss: Callable[..., Any] | None = None
@@ -128,8 +132,12 @@ class GeneticConfig:
 class StallConfig:
     """When the controller decides a phase has stalled and switches to the other one."""
 
-    patience: int = 20
-    """Checks (steps or generations) without improvement before a switch."""
+    patience: int = 15
+    """Checks (generations, or steps when ``gradient_patience`` is None) without improvement
+    before a switch."""
+    gradient_patience: int | None = 60
+    """Patience of the gradient phase, in steps: a step costs ``samples + 1`` evaluations,
+    a generation about ``population_size``, so steps get more checks."""
     min_delta: float = 0.0
     """Improvement of the best score that counts as progress (must exceed this)."""
     relative: bool = False
@@ -143,6 +151,11 @@ class StallConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.patience, int) or self.patience < 1:
             raise ValueError(f"StallConfig.patience must be an int >= 1; got {self.patience!r}.")
+        if self.gradient_patience is not None and self.gradient_patience < 1:
+            raise ValueError(
+                f"StallConfig.gradient_patience must be >= 1 or None; "
+                f"got {self.gradient_patience!r}."
+            )
         if self.min_delta < 0:
             raise ValueError(f"StallConfig.min_delta must be >= 0; got {self.min_delta!r}.")
         if self.monitor not in ("selection", "train"):

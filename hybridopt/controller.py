@@ -60,7 +60,8 @@ class Controller:
         With a single phase there is nothing to switch to, so only its plateau is tracked.
         """
         self.phase_checks += 1
-        reason = self.detector.update(monitored)
+        patience = self.stall.gradient_patience if self.phase == "gradient" else None
+        reason = self.detector.update(monitored, patience)
         unit = "steps" if self.phase == "gradient" else "generations"
         reason = budget_cap(self.phase_checks, self.caps.get(self.phase), unit) or reason
         return reason if len(self.phases) > 1 else None

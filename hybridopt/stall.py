@@ -36,15 +36,18 @@ class PlateauDetector:
         """Start judging a new phase from scratch."""
         self.best, self.since_improvement, self.checks = -math.inf, 0, 0
 
-    def update(self, score: float) -> str | None:
-        """Record one check's score; return the reason if the phase has stalled."""
+    def update(self, score: float, patience: int | None = None) -> str | None:
+        """Record one check's score; return the reason if the phase has stalled.
+
+        ``patience`` overrides the configured one (phases have their own)."""
         cfg = self.config
+        patience = patience or cfg.patience
         self.checks += 1
         if improved(score, self.best, cfg.min_delta, cfg.relative):
             self.best, self.since_improvement = score, 0
         else:
             self.since_improvement += 1
-        if self.checks >= cfg.min_steps and self.since_improvement >= cfg.patience:
+        if self.checks >= cfg.min_steps and self.since_improvement >= patience:
             kind = "relative" if cfg.relative else "absolute"
             return (
                 f"plateau: best {self.best:.4g} not improved by more than {cfg.min_delta:g} "

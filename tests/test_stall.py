@@ -56,8 +56,11 @@ def test_budget_cap():
 
 
 def test_controller_switches_on_plateau_and_cap():
-    ctl = Controller(("gradient", "genetic"), StallConfig(patience=2, min_steps=1),
-                     caps={"genetic": 3})
+    ctl = Controller(
+        ("gradient", "genetic"),
+        StallConfig(patience=2, gradient_patience=None, min_steps=1),
+        caps={"genetic": 3},
+    )
     reasons = [ctl.check(s) for s in (1.0, 1.0, 1.0)]
     assert reasons[:2] == [None, None] and reasons[2].startswith("plateau")
     assert ctl.switch() == ("gradient", "genetic")
@@ -73,9 +76,14 @@ def test_single_phase_never_switches():
 
 def test_forced_stall_switches_and_best_never_goes_backwards(bandit):
     opt = ho.HybridOptimizer(
-        mlp(), hit_rate, data=bandit, seed=0, population_size=16,
-        stall=StallConfig(patience=2, min_steps=2),
-        gradient=ho.GradientConfig(max_steps=6), genetic=ho.GeneticConfig(max_generations=4),
+        mlp(),
+        hit_rate,
+        data=bandit,
+        seed=0,
+        population_size=16,
+        stall=StallConfig(patience=2, gradient_patience=None, min_steps=2),
+        gradient=ho.GradientConfig(max_steps=6),
+        genetic=ho.GeneticConfig(max_generations=4),
     )
     result = opt.fit(max_evaluations=1500, progress=False)
     assert len(result.switches) >= 3
@@ -97,8 +105,13 @@ def test_forced_stall_switches_and_best_never_goes_backwards(bandit):
 
 def test_genetic_to_gradient_hand_off_loads_best_individual(bandit):
     opt = ho.HybridOptimizer(
-        mlp(), hit_rate, data=bandit, seed=0, population_size=16,
-        phases=("genetic", "gradient"), genetic=ho.GeneticConfig(max_generations=3),
+        mlp(),
+        hit_rate,
+        data=bandit,
+        seed=0,
+        population_size=16,
+        phases=("genetic", "gradient"),
+        genetic=ho.GeneticConfig(max_generations=3),
     )
     opt.fit(max_evaluations=16 + 3 * 14, progress=False)
     assert opt.controller.phase == "gradient"
@@ -114,15 +127,18 @@ def test_budgets_stop_at_the_right_count(bandit):
     # 17 evaluations per step (16 samples + the tracked argmax score)
     assert result.evaluations == 85 and len(result.history) == 5
     assert result.stop_reason.startswith("max_evaluations")
-    opt = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, phases=("genetic",),
-                             population_size=20, seed=0)
+    opt = ho.HybridOptimizer(
+        mlp(), hit_rate, data=bandit, phases=("genetic",), population_size=20, seed=0
+    )
     result = opt.fit(max_evaluations=100, progress=False)
     assert result.evaluations <= 100 and result.evaluations > 100 - 20
     result = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, seed=0).fit(
-        target_score=0.0, progress=False)
+        target_score=0.0, progress=False
+    )
     assert result.stop_reason.startswith("target score") and len(result.history) == 1
     result = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, seed=0).fit(
-        max_time=0.5, progress=False)
+        max_time=0.5, progress=False
+    )
     assert result.stop_reason.startswith("max_time") and result.wall_time < 5
 
 
@@ -155,8 +171,14 @@ def test_callbacks_see_every_event(bandit):
         def on_end(self, opt, result):
             events.append("end")
 
-    opt = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, seed=0, population_size=8,
-                             gradient=ho.GradientConfig(max_steps=2))
+    opt = ho.HybridOptimizer(
+        mlp(),
+        hit_rate,
+        data=bandit,
+        seed=0,
+        population_size=8,
+        gradient=ho.GradientConfig(max_steps=2),
+    )
     opt.fit(max_evaluations=80, callbacks=[Recorder()], progress=False)
     assert events[:3] == ["step", "step", "switch"] and "generation" in events
     assert events[-1] == "end"
@@ -167,8 +189,9 @@ def test_validation_data_chooses_the_best(bandit):
     # validation labels disagree with training labels on half the rows
     flipped = best.clone()
     flipped[::2] = (flipped[::2] + 1) % 3
-    opt = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, validation_data=(x, flipped),
-                             phases=("gradient",), seed=0)
+    opt = ho.HybridOptimizer(
+        mlp(), hit_rate, data=bandit, validation_data=(x, flipped), phases=("gradient",), seed=0
+    )
     result = opt.fit(max_evaluations=600, progress=False)
     rows = result.history
     assert all(r["val_score"] is not None for r in rows)
@@ -178,8 +201,14 @@ def test_validation_data_chooses_the_best(bandit):
 
 
 def test_history_csv_and_plot(tmp_path, bandit):
-    opt = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, seed=0, population_size=8,
-                             gradient=ho.GradientConfig(max_steps=3))
+    opt = ho.HybridOptimizer(
+        mlp(),
+        hit_rate,
+        data=bandit,
+        seed=0,
+        population_size=8,
+        gradient=ho.GradientConfig(max_steps=3),
+    )
     result = opt.fit(max_evaluations=150, progress=False)
     csv_path = result.to_csv(tmp_path / "history.csv")
     lines = csv_path.read_text().strip().splitlines()
@@ -198,11 +227,28 @@ def test_progress_bar_runs(bandit, capsys):
 
 
 def test_history_rows_have_the_contract_keys(bandit):
-    opt = ho.HybridOptimizer(mlp(), hit_rate, data=bandit, seed=0, population_size=8,
-                             gradient=ho.GradientConfig(max_steps=2))
+    opt = ho.HybridOptimizer(
+        mlp(),
+        hit_rate,
+        data=bandit,
+        seed=0,
+        population_size=8,
+        gradient=ho.GradientConfig(max_steps=2),
+    )
     result = opt.fit(max_evaluations=100, progress=False)
     for row in result.history:
         assert {"phase", "step", "evaluations", "wall_time", "score", "best_score"} <= set(row)
     for s in result.switches:
         assert {"evaluations", "from_phase", "to_phase", "reason"} <= set(s)
     assert torch.is_tensor(next(iter(result.best_state_dict.values())))
+
+
+def test_gradient_phase_has_its_own_patience():
+    ctl = Controller(
+        ("gradient", "genetic"), StallConfig(patience=2, gradient_patience=4, min_steps=1)
+    )
+    fired = [ctl.check(1.0) is not None for _ in range(5)]
+    assert fired == [False, False, False, False, True]  # 4 checks without improvement
+    ctl.switch()
+    fired = [ctl.check(1.0) is not None for _ in range(3)]
+    assert fired == [False, False, True]  # the genetic phase uses patience=2

@@ -25,6 +25,7 @@ class GradientState:
 
     optimizer: torch.optim.Optimizer
     scheduler: Any | None
+    base_lrs: list[float]
     step: int = 0
     running_baseline: float | None = None
 
@@ -120,7 +121,8 @@ class GradientPhase:
         """A fresh optimiser (and scheduler) over the model's current weights."""
         optimizer = make_optimizer(self.model, self.config)
         scheduler = self.config.scheduler(optimizer) if self.config.scheduler else None
-        return GradientState(optimizer=optimizer, scheduler=scheduler)
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
+        return GradientState(optimizer=optimizer, scheduler=scheduler, base_lrs=base_lrs)
 
     def step(self, state: GradientState, episode: Data) -> tuple[GradientState, dict]:
         """One policy-gradient step on ``episode``; returns the new state and metrics."""
@@ -152,6 +154,11 @@ class GradientPhase:
             aux = cfg.aux_loss(logits, episode)
             loss = loss + cfg.aux_weight * aux
 
+        # Linear warm-up of the learning rate at the start of the phase
+        if cfg.warmup_steps and state.scheduler is None and state.step <= cfg.warmup_steps:
+            factor = (state.step + 1) / (cfg.warmup_steps + 1)
+            for group, base in zip(state.optimizer.param_groups, state.base_lrs):
+                group["lr"] = base * factor
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = None
