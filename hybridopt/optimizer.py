@@ -151,6 +151,10 @@ class HybridOptimizer:
         genetic: settings of the genetic phase.
         stall: when a phase counts as stalled.
         chunk_size: individuals per vmap call (None: sized from memory).
+        checkpoint_dir: if given, a checkpoint is written there every ``checkpoint_every``
+            steps or generations, at every phase switch and at the end of ``fit``;
+            ``fit(resume=True)`` continues from the latest one.
+        checkpoint_every: steps or generations between periodic checkpoints.
 
     Raises:
         TypeError, ValueError: on bad input, before any long work (``score_fn`` is called once
@@ -181,6 +185,8 @@ class HybridOptimizer:
         genetic: GeneticConfig | None = None,
         stall: StallConfig | None = None,
         chunk_size: int | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 10,
     ) -> None:
         # Validate at the door
         if not isinstance(model, nn.Module):
@@ -189,6 +195,11 @@ class HybridOptimizer:
         _check_int("population_size", population_size, 2)
         _check_int("episode_length", episode_length, 1, allow_none=True)
         _check_int("seed", seed, 0)
+        _check_int("checkpoint_every", checkpoint_every, 1)
+        if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, Path)):
+            raise TypeError(
+                f"checkpoint_dir must be a path (str or Path); got {type(checkpoint_dir).__name__}."
+            )
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}.")
         for name, value, cls in (
@@ -214,6 +225,8 @@ class HybridOptimizer:
         self.validation_data = (
             None if validation_data is None else data_to(validation_data, self.device)
         )
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.checkpoint_every = checkpoint_every
         self.population_size = population_size
         self.episode_length = episode_length
         self.backend = backend
@@ -386,6 +399,7 @@ class HybridOptimizer:
         target_score: float | None = None,
         callbacks=(),
         progress: bool = True,
+        resume: bool = False,
     ) -> FitResult:
         """Run the hybrid optimisation until a budget is spent or the target is reached.
 
@@ -395,12 +409,17 @@ class HybridOptimizer:
             target_score: stop once the best score reaches this.
             callbacks: objects with ``on_step``/``on_generation``/``on_switch``/``on_end``.
             progress: show a progress bar.
+            resume: continue from the latest checkpoint in ``checkpoint_dir`` (a fresh start
+                when there is none yet). Give the same budgets as the interrupted call.
 
         Returns:
             A :class:`FitResult`; ``opt.model`` then holds the best weights found.
 
         Raises:
-            ValueError: if a budget is not positive, or no budget is given at all.
+            ValueError: if a budget is not positive, or no budget is given at all, or
+                ``resume`` without a ``checkpoint_dir``.
+            hybridopt.checkpoint.CheckpointError: if the latest checkpoint is unreadable or
+                belongs to another model or configuration.
         """
         _check_int("max_evaluations", max_evaluations, 1, allow_none=True)
         if max_time is not None and not (isinstance(max_time, (int, float)) and max_time > 0):
@@ -412,6 +431,10 @@ class HybridOptimizer:
                 "fit needs a budget: give max_evaluations, max_time or target_score."
             )
         callbacks = validate_callbacks(callbacks)
+        if resume and self.checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir: there is nowhere to resume from.")
+        if resume:
+            self._resume()
         self._stop_requested = False
         start = time.perf_counter()
         wall_before = self.history[-1]["wall_time"] if self.history else 0.0
@@ -440,16 +463,95 @@ class HybridOptimizer:
                 )
                 if reason:
                     self._switch(reason, callbacks)
+                if self.checkpoint_dir is not None and (
+                    reason or len(self.history) % self.checkpoint_every == 0
+                ):
+                    self.save_checkpoint()
         except KeyboardInterrupt:
             stop_reason = "interrupted"
             log.warning("interrupted: returning the best weights found so far")
         finally:
             if bar is not None:
                 bar.close()
+        if self.checkpoint_dir is not None and stop_reason != "interrupted":
+            self.save_checkpoint()
         self.flat.load(self.model, self.best_weights)
         result = self._result(stop_reason, wall_before + time.perf_counter() - start)
         dispatch(callbacks, "on_end", self, result)
         return result
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _identity(self) -> dict:
+        """What a checkpoint must match to be resumed here."""
+        return {
+            "layout": [[n, list(sh)] for n, sh in zip(self.flat.names, self.flat.shapes)],
+            "phases": list(self.phases),
+            "population_size": self.population_size,
+            "episode_length": self.episode_length,
+            "seed": self.seed,
+            "data_length": self.n,
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Write a checkpoint of the whole run now (needs ``checkpoint_dir``)."""
+        from hybridopt.checkpoint import save_checkpoint
+
+        if self.checkpoint_dir is None:
+            raise ValueError("save_checkpoint needs checkpoint_dir to be set.")
+        phase = self.controller.phase
+        payload = {
+            **self._identity(),
+            "version": __import__("hybridopt").__version__,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "phase_state": None if self._state is None
+            else self._phases[phase].state_dict(self._state),
+            "controller": self.controller.state_dict(),
+            "generator": self.generator.get_state(),
+            "counters": {
+                "evaluations": self.evaluations,
+                "validation_evaluations": self.validation_evaluations,
+                "nonfinite": self.nonfinite,
+                "best_score": self.best_score,
+                "best_train_score": self.best_train_score,
+            },
+            "best_weights": self.best_weights.cpu(),
+            "history": self.history,
+            "switches": self.switches,
+            "scorer_mode": self.scorer.mode,
+            "evaluator": {"choice": self.evaluator.choice,
+                          "chunk_size": self.evaluator.chunk_size},
+        }
+        return save_checkpoint(self.checkpoint_dir, len(self.history), payload)
+
+    def _resume(self) -> None:
+        from hybridopt.checkpoint import latest_checkpoint, load_checkpoint
+
+        path = latest_checkpoint(self.checkpoint_dir)
+        if path is None:
+            log.warning("resume=True but %s holds no checkpoint: starting fresh",
+                        self.checkpoint_dir)
+            return
+        saved = load_checkpoint(path, self._identity())
+        self.model.load_state_dict(saved["model"])
+        self.controller.load_state_dict(saved["controller"])
+        self.generator.set_state(saved["generator"])
+        for key, value in saved["counters"].items():
+            setattr(self, key, value)
+        self.best_weights = saved["best_weights"].to(self.device)
+        self.history = list(saved["history"])
+        self.switches = list(saved["switches"])
+        self.scorer.mode = saved["scorer_mode"]
+        self.evaluator.choice = saved["evaluator"]["choice"]
+        self.evaluator.chunk_size = saved["evaluator"]["chunk_size"]
+        phase, state = self.controller.phase, saved["phase_state"]
+        if state is None:
+            self._state = None
+        elif phase == "gradient":
+            self._state = self._phases["gradient"].load_state_dict(state)
+        else:
+            self._state = self._phases["genetic"].load_state_dict(state, self.device)
+        log.info("resumed from %s at step %d", path, len(self.history))
 
     def _budget_spent(self, max_evaluations, max_time, target_score, start) -> str:
         if self._stop_requested:

@@ -207,6 +207,56 @@ class GeneticPhase:
         }
         return state, metrics
 
+    def state_dict(self, state: GeneticState) -> dict:
+        """The phase state as plain data (tensors, numbers, lists), for checkpoints."""
+        hof = list(state.hall_of_fame)
+        return {
+            "population": state.population.cpu(),
+            "scores": state.scores,
+            "evaluated": state.evaluated,
+            "uids": state.uids,
+            "scale": state.scale.cpu(),
+            "next_uid": state.next_uid,
+            "py_random": state.py_random.getstate(),
+            "hall_of_fame": {
+                "weights": [m.weights.cpu() for m in hof],
+                "scores": [m.fitness.values[0] for m in hof],
+                "uids": [m.uid for m in hof],
+                "indices": [m.index for m in hof],
+            },
+            "logbook": [dict(r) for r in state.logbook],
+            "generation": state.generation,
+        }
+
+    def load_state_dict(self, saved: dict, device: torch.device | str = "cpu") -> GeneticState:
+        """Rebuild the phase state from :meth:`state_dict` output."""
+        py_random = random.Random()
+        py_random.setstate(saved["py_random"])
+        hof = _deap.HallOfFame(self.config.hall_of_fame, similar=_deap.same_member)
+        saved_hof = saved["hall_of_fame"]
+        for w, s, uid, index in zip(
+            saved_hof["weights"], saved_hof["scores"], saved_hof["uids"], saved_hof["indices"]
+        ):
+            member = _deap.make_member(index, uid, s)
+            member.weights = w.to(device)
+            hof.items.append(member)
+        hof.keys = [m.fitness for m in reversed(hof.items)]
+        logbook = _deap.Logbook()
+        for record in saved["logbook"]:
+            logbook.record(**record)
+        return GeneticState(
+            population=saved["population"].to(device),
+            scores=saved["scores"],
+            evaluated=saved["evaluated"],
+            uids=saved["uids"],
+            scale=saved["scale"].to(device),
+            next_uid=saved["next_uid"],
+            py_random=py_random,
+            hall_of_fame=hof,
+            logbook=logbook,
+            generation=saved["generation"],
+        )
+
     def best(self, state: GeneticState) -> tuple[Tensor, float]:
         """Weights and score of the current generation's best individual."""
         i = int(torch.argmax(state.scores))

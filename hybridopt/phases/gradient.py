@@ -124,6 +124,27 @@ class GradientPhase:
         base_lrs = [group["lr"] for group in optimizer.param_groups]
         return GradientState(optimizer=optimizer, scheduler=scheduler, base_lrs=base_lrs)
 
+    def state_dict(self, state: GradientState) -> dict:
+        """The phase state as plain data, for checkpoints."""
+        return {
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": None if state.scheduler is None else state.scheduler.state_dict(),
+            "base_lrs": list(state.base_lrs),
+            "step": state.step,
+            "running_baseline": state.running_baseline,
+        }
+
+    def load_state_dict(self, saved: dict) -> GradientState:
+        """Rebuild the phase state from :meth:`state_dict` output (model weights loaded first)."""
+        state = self.init()
+        state.optimizer.load_state_dict(saved["optimizer"])
+        if state.scheduler is not None and saved["scheduler"] is not None:
+            state.scheduler.load_state_dict(saved["scheduler"])
+        state.base_lrs = list(saved["base_lrs"])
+        state.step = saved["step"]
+        state.running_baseline = saved["running_baseline"]
+        return state
+
     def step(self, state: GradientState, episode: Data) -> tuple[GradientState, dict]:
         """One policy-gradient step on ``episode``; returns the new state and metrics."""
         cfg = self.config
