@@ -75,7 +75,7 @@ class FlatParams:
         """Per-parameter views of ``flat`` ``[..., D]``, shaped ``[..., *shape]``."""
         lead = flat.shape[:-1]
         pieces = torch.split(flat, self.sizes, dim=-1)
-        return [p.reshape(*lead, *s) for p, s in zip(pieces, self.shapes)]
+        return [p.reshape((*lead, *s)) for p, s in zip(pieces, self.shapes)]
 
     def unflatten(self, population: Tensor) -> dict[str, Tensor]:
         """``{name: [P, *shape]}`` for ``population`` ``[P, D]`` (views where possible)."""
