@@ -28,18 +28,18 @@ def gen(seed=0):
 
 def test_blend_keeps_shapes_and_stays_in_the_extended_box():
     a, b = torch.zeros(50, 40), torch.ones(50, 40)
-    ca, cb = cx_blend(a, b, alpha=0.3, prob=1.0, generator=gen())
+    ca, cb = cx_blend(a.clone(), b.clone(), alpha=0.3, prob=1.0, generator=gen())
     assert ca.shape == cb.shape == (50, 40)
     assert ca.min() >= -0.3 - 1e-6 and ca.max() <= 1.3 + 1e-6
     # BLX keeps the pair's sum: children are mirror images around the parents' midpoint
     assert torch.allclose(ca + cb, a + b)
-    same_a, same_b = cx_blend(a, b, alpha=0.3, prob=0.0, generator=gen())
+    same_a, same_b = cx_blend(a.clone(), b.clone(), alpha=0.3, prob=0.0, generator=gen())
     assert torch.equal(same_a, a) and torch.equal(same_b, b)
 
 
 def test_uniform_swaps_genes_between_parents():
     a, b = torch.zeros(30, 100), torch.ones(30, 100)
-    ca, cb = cx_uniform(a, b, swap_prob=0.5, prob=1.0, generator=gen())
+    ca, cb = cx_uniform(a.clone(), b.clone(), swap_prob=0.5, prob=1.0, generator=gen())
     assert torch.equal(ca + cb, a + b)
     assert 0.35 < ca.mean() < 0.65
 
@@ -47,7 +47,7 @@ def test_uniform_swaps_genes_between_parents():
 def test_gaussian_mutation_touches_the_expected_share_with_per_tensor_scale():
     x = torch.zeros(200, 1000)
     scale = torch.cat([torch.full((500,), 1.0), torch.full((500,), 0.01)])
-    y = mut_gaussian(x, scale, prob=0.5, gene_prob=0.1, generator=gen())
+    y = mut_gaussian(x.clone(), scale, prob=0.5, gene_prob=0.1, generator=gen())
     touched_rows = (y != 0).any(1)
     assert 0.4 < touched_rows.float().mean() < 0.6
     per_row = (y[touched_rows] != 0).sum(1).float()
@@ -59,10 +59,12 @@ def test_operators_are_reproducible_from_the_generator():
     x = torch.randn(20, 30, generator=gen(5))
     scale = torch.ones(30)
     assert torch.equal(
-        mut_gaussian(x, scale, 1, 0.5, gen(1)), mut_gaussian(x, scale, 1, 0.5, gen(1))
+        mut_gaussian(x.clone(), scale, 1, 0.5, gen(1)),
+        mut_gaussian(x.clone(), scale, 1, 0.5, gen(1)),
     )
     assert not torch.equal(
-        mut_gaussian(x, scale, 1, 0.5, gen(1)), mut_gaussian(x, scale, 1, 0.5, gen(2))
+        mut_gaussian(x.clone(), scale, 1, 0.5, gen(1)),
+        mut_gaussian(x.clone(), scale, 1, 0.5, gen(2)),
     )
 
 

@@ -25,34 +25,45 @@ from hybridopt.scoring import ScoreBatch
 
 
 def cx_blend(a: Tensor, b: Tensor, alpha: float, prob: float, generator: torch.Generator):
-    """BLX-alpha crossover of pairs ``(a[i], b[i])``; each pair is crossed with prob ``prob``."""
+    """BLX-alpha crossover of pairs ``(a[i], b[i])``; each pair is crossed with prob ``prob``.
+
+    Works in place on the crossed rows of ``a`` and ``b`` (and returns them): only those rows
+    draw random numbers, so a generation costs O(crossed pairs x D), not O(P x D).
+    """
     m, d = a.shape
-    crossed = torch.rand(m, generator=generator, device=a.device) < prob
-    idx = crossed.nonzero().squeeze(1)
+    idx = (torch.rand(m, generator=generator, device=a.device) < prob).nonzero().squeeze(1)
     if idx.numel() == 0:
         return a, b
     pa, pb = a[idx], b[idx]
-    gamma = (1 + 2 * alpha) * torch.rand(len(idx), d, generator=generator, device=a.device)
-    gamma -= alpha
-    a, b = a.clone(), b.clone()
-    a[idx] = pa + gamma * (pb - pa)
-    b[idx] = pb + gamma * (pa - pb)
+    gamma = torch.rand(len(idx), d, generator=generator, device=a.device)
+    gamma = gamma.mul_(1 + 2 * alpha).sub_(alpha)
+    diff = (pb - pa).mul_(gamma)
+    a[idx] = pa + diff
+    b[idx] = pb - diff
     return a, b
 
 
 def cx_uniform(a: Tensor, b: Tensor, swap_prob: float, prob: float, generator: torch.Generator):
-    """Uniform crossover: crossed pairs swap each weight with probability ``swap_prob``."""
+    """Uniform crossover: crossed pairs swap each weight with probability ``swap_prob``.
+
+    Works in place on the crossed rows of ``a`` and ``b`` (and returns them).
+    """
     m, d = a.shape
-    crossed = torch.rand(m, 1, generator=generator, device=a.device) < prob
-    swap = (torch.rand(m, d, generator=generator, device=a.device) < swap_prob) & crossed
-    return torch.where(swap, b, a), torch.where(swap, a, b)
+    idx = (torch.rand(m, generator=generator, device=a.device) < prob).nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return a, b
+    pa, pb = a[idx], b[idx]
+    swap = torch.rand(len(idx), d, generator=generator, device=a.device) < swap_prob
+    a[idx] = torch.where(swap, pb, pa)
+    b[idx] = torch.where(swap, pa, pb)
+    return a, b
 
 
 def mut_gaussian(
     x: Tensor, scale: Tensor, prob: float, gene_prob: float, generator: torch.Generator
 ) -> Tensor:
     """Gaussian mutation: with probability ``prob`` an individual gets ``N(0, scale)`` noise on
-    ``round(gene_prob * D)`` weights drawn at random (with replacement)."""
+    ``round(gene_prob * D)`` weights drawn at random (with replacement). Works in place."""
     m, d = x.shape
     mutated = (torch.rand(m, generator=generator, device=x.device) < prob).nonzero().squeeze(1)
     genes = max(1, round(gene_prob * d))
@@ -61,7 +72,7 @@ def mut_gaussian(
     cols = torch.randint(d, (len(mutated), genes), generator=generator, device=x.device)
     noise = torch.randn(len(mutated), genes, generator=generator, device=x.device) * scale[cols]
     rows = mutated.unsqueeze(1).expand_as(cols)
-    return x.index_put((rows, cols), noise.to(x.dtype), accumulate=True)
+    return x.index_put_((rows, cols), noise.to(x.dtype), accumulate=True)
 
 
 def tensor_scales(flat: FlatParams, weights: Tensor) -> Tensor:
@@ -269,35 +280,47 @@ class GeneticPhase:
         elites = order[:n_elite]
 
         # Selection (DEAP, on the optimiser's own random stream)
-        members = [
-            _deap.make_member(i, 0, s) for i, s in enumerate(state.scores.tolist())
-        ]
+        members = [_deap.make_member(i, 0, s) for i, s in enumerate(state.scores.tolist())]
         with _deap.private_random(state.py_random):
             chosen = self.toolbox.select(members, p - n_elite)
         parents = torch.tensor([m.index for m in chosen], dtype=torch.long)
 
-        # Crossover of consecutive pairs, then mutation
-        offspring = state.population[parents.to(state.population.device)]
-        half = len(offspring) // 2
-        a, b = self.toolbox.mate(
-            offspring[0 : 2 * half : 2], offspring[1 : 2 * half : 2], generator=self.generator
-        )
-        crossed = offspring.clone()
-        crossed[0 : 2 * half : 2], crossed[1 : 2 * half : 2] = a, b
-        mutated = self.toolbox.mutate(crossed, state.scale, generator=self.generator)
+        # Next population: elites on top, the selected parents' copies below, written in place
+        population = state.population
+        new = torch.empty_like(population)
+        new[:n_elite] = population[elites.to(population.device)]
+        offspring = new[n_elite:]
+        torch.index_select(population, 0, parents.to(population.device), out=offspring)
+        probe = _probe(self.flat.dim, population)
+        before = offspring @ probe
 
-        # Elitism; unchanged offspring keep their parent's identity and score
-        unchanged = (mutated == offspring).all(dim=1).cpu()
+        # Crossover of consecutive pairs, then mutation (operators may work in place)
+        half = len(offspring) // 2
+        a, b = offspring[0 : 2 * half : 2], offspring[1 : 2 * half : 2]
+        ca, cb = self.toolbox.mate(a, b, generator=self.generator)
+        if ca.data_ptr() != a.data_ptr():
+            offspring[0 : 2 * half : 2] = ca
+        if cb.data_ptr() != b.data_ptr():
+            offspring[1 : 2 * half : 2] = cb
+        mutated = self.toolbox.mutate(offspring, state.scale, generator=self.generator)
+        if mutated.data_ptr() != offspring.data_ptr():
+            offspring.copy_(mutated)
+
+        # Unchanged offspring (same fingerprint) keep their parent's identity and score
+        unchanged = (offspring @ probe == before).cpu()
         uids = torch.where(
-            unchanged,
-            state.uids[parents],
-            state.next_uid + torch.arange(len(parents)),
+            unchanged, state.uids[parents], state.next_uid + torch.arange(len(parents))
         )
-        state.population = torch.cat([state.population[elites], mutated])
         kept = elites.cpu()
         carried = torch.where(unchanged, state.scores[parents], -math.inf)
+        state.population = new
         state.scores = torch.cat([state.scores[kept], carried.to(state.scores.dtype)])
         state.evaluated = torch.cat([state.evaluated[kept], unchanged & state.evaluated[parents]])
         state.uids = torch.cat([state.uids[kept], uids])
         state.next_uid += len(parents)
         return state
+
+
+def _probe(d: int, like: Tensor) -> Tensor:
+    """A fixed vector whose dot product fingerprints a weight vector (no random draw)."""
+    return torch.linspace(1.0, 2.0, d, dtype=like.dtype, device=like.device).sin_()
