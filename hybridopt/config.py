@@ -95,8 +95,12 @@ class GeneticConfig:
     """Probability that each weight of a mutated offspring gets Gaussian noise."""
     mutation_scale: float = 0.1
     """Noise std relative to each parameter tensor's own scale (its RMS at seeding)."""
-    init_scale: float = 0.1
-    """Spread of the seeded population around the current weights, per-tensor relative."""
+    init_scale: float = 0.05
+    """Smallest spread of the seeded population around the current weights (relative to each
+    parameter tensor's RMS)."""
+    init_scale_max: float = 1.0
+    """Largest spread: seeded individuals' spreads run log-evenly from ``init_scale`` to this,
+    so a population handed a stalled model both refines it and explores far from it."""
     hall_of_fame: int = 5
     """Size of DEAP's HallOfFame of the best individuals ever seen."""
     max_generations: int | None = None
@@ -126,6 +130,11 @@ class GeneticConfig:
             gene_mutation_prob=self.gene_mutation_prob,
         )
         _positive("GeneticConfig", mutation_scale=self.mutation_scale, init_scale=self.init_scale)
+        if self.init_scale_max < self.init_scale:
+            raise ValueError(
+                f"GeneticConfig.init_scale_max must be >= init_scale = {self.init_scale}; "
+                f"got {self.init_scale_max!r}."
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +156,11 @@ class StallConfig:
     "train": the training score."""
     min_steps: int = 5
     """A phase runs at least this many checks before it may be judged stalled."""
+    flat_patience: int = 5
+    """Gradient steps in a row whose K sampled scores were all equal (the policy gradient is
+    exactly zero: a flat score, as pycma's flat-fitness criterion) before a switch. A flat
+    generation of the genetic phase does not count towards its patience: it widens its
+    mutations and keeps exploring instead."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.patience, int) or self.patience < 1:

@@ -44,6 +44,7 @@ class Controller:
     caps: dict[str, int | None] = field(default_factory=dict)
     index: int = 0
     phase_checks: int = 0
+    flat_streak: int = 0
     detector: PlateauDetector = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,14 +55,24 @@ class Controller:
         """The phase running now."""
         return self.phases[self.index]
 
-    def check(self, monitored: float) -> str | None:
+    def check(self, monitored: float, flat: bool = False) -> str | None:
         """Record one step's monitored score; return why the phase should end, or None.
 
-        With a single phase there is nothing to switch to, so only its plateau is tracked.
+        ``flat`` says the step saw no score differences at all (K equal samples, or a whole
+        population with one fitness). With a single phase there is nothing to switch to.
         """
         self.phase_checks += 1
-        patience = self.stall.gradient_patience if self.phase == "gradient" else None
-        reason = self.detector.update(monitored, patience)
+        self.flat_streak = self.flat_streak + 1 if flat else 0
+        reason = None
+        if self.phase == "gradient":
+            reason = self.detector.update(monitored, self.stall.gradient_patience)
+            if self.flat_streak >= self.stall.flat_patience:
+                reason = (
+                    f"flat: all sampled scores equal for {self.flat_streak} steps "
+                    "(no policy-gradient signal)"
+                )
+        elif not flat:
+            reason = self.detector.update(monitored)
         unit = "steps" if self.phase == "gradient" else "generations"
         reason = budget_cap(self.phase_checks, self.caps.get(self.phase), unit) or reason
         return reason if len(self.phases) > 1 else None
@@ -71,6 +82,7 @@ class Controller:
         before = self.phase
         self.index = (self.index + 1) % len(self.phases)
         self.phase_checks = 0
+        self.flat_streak = 0
         self.detector.reset()
         return before, self.phase
 
@@ -79,10 +91,12 @@ class Controller:
         return {
             "index": self.index,
             "phase_checks": self.phase_checks,
+            "flat_streak": self.flat_streak,
             "detector": [d.best, d.since_improvement, d.checks],
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.index, self.phase_checks = state["index"], state["phase_checks"]
+        self.flat_streak = state["flat_streak"]
         d = self.detector
         d.best, d.since_improvement, d.checks = state["detector"]

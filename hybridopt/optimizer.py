@@ -459,7 +459,8 @@ class HybridOptimizer:
                     )
                 reason = self.controller.check(
                     row["selection_score"] if self.stall_config.monitor == "selection"
-                    else row["score"]
+                    else row["score"],
+                    flat=row.get("flat", False),
                 )
                 if reason:
                     self._switch(reason, callbacks)

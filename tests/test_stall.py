@@ -252,3 +252,29 @@ def test_gradient_phase_has_its_own_patience():
     ctl.switch()
     fired = [ctl.check(1.0) is not None for _ in range(3)]
     assert fired == [False, False, True]  # the genetic phase uses patience=2
+
+
+def test_flat_gradient_signal_switches_after_flat_patience():
+    ctl = Controller(("gradient", "genetic"), StallConfig(flat_patience=3))
+    assert [ctl.check(0.0, flat=True) for _ in range(2)] == [None, None]
+    assert ctl.check(0.0, flat=True).startswith("flat: all sampled scores equal for 3 steps")
+    ctl.switch()
+    # flat generations do not count towards the genetic phase's patience
+    assert [ctl.check(0.0, flat=True) for _ in range(40)] == [None] * 40
+
+
+def test_plateau_task_hybrid_escapes_where_the_gradient_cannot():
+    from hybridopt.tasks.plateau import PlateauMLP, make_plateau_data, plateau_score
+
+    d = make_plateau_data(seed=0)
+    torch.manual_seed(1)
+    opt = ho.HybridOptimizer(
+        PlateauMLP(), plateau_score, data=d["train"], seed=1, population_size=64
+    )
+    result = opt.fit(max_evaluations=3000, progress=False)
+    first = result.switches[0]
+    assert first["from_phase"] == "gradient" and first["reason"].startswith("flat")
+    assert first["evaluations"] <= 100
+    assert result.best_score > 20
+    flats = [r["flat"] for r in result.history if r["phase"] == "genetic"]
+    assert flats[0] and not flats[-1]  # the widened population found differences

@@ -101,6 +101,7 @@ class GeneticState:
     hall_of_fame: _deap.HallOfFame
     logbook: _deap.Logbook = field(default_factory=_deap.Logbook)
     generation: int = 0
+    flat_streak: int = 0
 
 
 class GeneticPhase:
@@ -159,7 +160,11 @@ class GeneticPhase:
         noise = torch.randn(
             p - len(kept), self.flat.dim, generator=self.generator, device=weights.device
         )
-        population = torch.cat([kept, weights + cfg.init_scale * scale * noise.to(weights)])
+        # Spreads from init_scale to init_scale_max, log-evenly across the seeded individuals
+        spreads = torch.logspace(
+            math.log10(cfg.init_scale), math.log10(cfg.init_scale_max), p - len(kept)
+        ).to(weights)
+        population = torch.cat([kept, weights + spreads[:, None] * scale * noise.to(weights)])
         seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
         return GeneticState(
             population=population,
@@ -204,6 +209,10 @@ class GeneticPhase:
         for member in state.hall_of_fame:
             if member.weights is None:
                 member.weights = state.population[member.index].clone()
+        # Flat fitness: selection is blind, so mutations widen until scores differ again
+        finite = state.scores[torch.isfinite(state.scores)]
+        flat = finite.numel() == 0 or bool(finite.max() == finite.min())
+        state.flat_streak = state.flat_streak + 1 if flat else 0
         record = self.stats.compile(members)
         state.logbook.record(gen=state.generation, evals=int(todo.numel()), **record)
         best = int(torch.argmax(state.scores))
@@ -215,6 +224,7 @@ class GeneticPhase:
             "generation_best": float(state.scores[best]),
             "population_mean": record["avg"],
             "population_std": record["std"],
+            "flat": flat,
         }
         return state, metrics
 
@@ -237,6 +247,7 @@ class GeneticPhase:
             },
             "logbook": [dict(r) for r in state.logbook],
             "generation": state.generation,
+            "flat_streak": state.flat_streak,
         }
 
     def load_state_dict(self, saved: dict, device: torch.device | str = "cpu") -> GeneticState:
@@ -266,6 +277,7 @@ class GeneticPhase:
             hall_of_fame=hof,
             logbook=logbook,
             generation=saved["generation"],
+            flat_streak=saved["flat_streak"],
         )
 
     def best(self, state: GeneticState) -> tuple[Tensor, float]:
@@ -302,7 +314,8 @@ class GeneticPhase:
             offspring[0 : 2 * half : 2] = ca
         if cb.data_ptr() != b.data_ptr():
             offspring[1 : 2 * half : 2] = cb
-        mutated = self.toolbox.mutate(offspring, state.scale, generator=self.generator)
+        scale = state.scale * 2.0 ** min(state.flat_streak, 4)
+        mutated = self.toolbox.mutate(offspring, scale, generator=self.generator)
         if mutated.data_ptr() != offspring.data_ptr():
             offspring.copy_(mutated)
 

@@ -205,6 +205,7 @@ class GradientPhase:
             "losses/aux_loss": None if aux is None else float(aux.detach()),
             "sample_score_mean": mean_score,
             "sample_score_max": float(scores.max()),
+            "flat": bool(scores.max() == scores.min()),
             "grad_norm": grad_norm,
             "lr": state.optimizer.param_groups[0]["lr"],
         }
