@@ -1,0 +1,109 @@
+"""Distributed population evaluation: the "joblib" and "ray" backends behind one protocol.
+
+Both split a population ``[P, D]`` into contiguous shards, score each shard in a worker that holds
+the model and the training data (sent once), and put the scores back in population order. The
+results are those of :class:`~hybridopt.population.evaluate.PopulationEvaluator` in one process.
+
+Ray and joblib are imported only when a backend is made, so ``import hybridopt`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from hybridopt.data import Data
+from hybridopt.population.flat import FlatParams
+from hybridopt.scoring import ScoreBatch
+
+NAMES = ("joblib", "ray")
+
+__all__ = ["NAMES", "Backend", "check_backend_options", "make_backend"]
+
+
+class Backend(Protocol):
+    """What the optimizer needs from a distributed backend."""
+
+    def evaluate(self, population: Tensor, bounds: tuple[int, int] | None) -> ScoreBatch:
+        """Scores ``[P]`` of ``population`` on rows ``bounds`` of the workers' data."""
+
+    def close(self) -> None:
+        """Release the workers."""
+
+
+def check_backend_options(name: str, options: dict) -> None:
+    """Check backend ``name``'s options without starting anything (Ray is not imported).
+
+    Raises:
+        ValueError: if ``name`` or an option is unknown, or an option has a bad value.
+    """
+    from hybridopt.backends.local import parse_options
+
+    if name == "joblib":
+        from hybridopt.backends.joblib_backend import JoblibOptions
+
+        parse_options(name, JoblibOptions, options)
+    elif name == "ray":
+        from hybridopt.backends.ray_backend import RayOptions
+
+        parse_options(name, RayOptions, options)
+    else:
+        raise ValueError(f"backend must be one of {NAMES}; got {name!r}.")
+
+
+def make_backend(
+    name: str,
+    *,
+    model: nn.Module,
+    score_fn: Any,
+    score_mode: str,
+    flat: FlatParams,
+    data: Data,
+    address: str | None = None,
+    device: str | torch.device = "cpu",
+    chunk_size: int | None = None,
+    **options: Any,
+) -> Backend:
+    """Start the workers of backend ``name`` and return it.
+
+    Args:
+        name: "joblib" (local processes) or "ray" (Ray actors, local or on a cluster).
+        model: the model (eval mode); each worker loads weight rows into its own copy.
+        score_fn: the user's score function.
+        score_mode: the :class:`~hybridopt.scoring.Scorer` mode chosen on the driver.
+        flat: layout of the trainable weights.
+        data: the whole training data, sent once to every worker.
+        address: Ray cluster address (None: ``RAY_ADDRESS``, else a local Ray); Ray only.
+        device: the optimizer's device; workers choose their own.
+        chunk_size: individuals per vmap call (None: sized from memory).
+        **options: the backend's options, see
+            :class:`~hybridopt.backends.ray_backend.RayOptions` and
+            :class:`~hybridopt.backends.joblib_backend.JoblibOptions`.
+
+    Returns:
+        A backend with ``evaluate(population, bounds) -> ScoreBatch`` and ``close()``.
+
+    Raises:
+        ValueError: if ``name`` or an option is unknown, or an option has a bad value.
+
+    Example:
+        >>> backend = make_backend("joblib", model=model, score_fn=score, score_mode="vmap",
+        ...                        flat=flat, data=data, n_jobs=2)
+        >>> backend.evaluate(population, None).scores
+        >>> backend.close()
+    """
+    common = dict(
+        model=model, score_fn=score_fn, score_mode=score_mode, flat=flat, data=data,
+        chunk_size=chunk_size,
+    )
+    if name == "joblib":
+        from hybridopt.backends.joblib_backend import JoblibBackend
+
+        return JoblibBackend(**common, **options)
+    if name == "ray":
+        from hybridopt.backends.ray_backend import RayBackend
+
+        return RayBackend(**common, address=address, **options)
+    raise ValueError(f"backend must be one of {NAMES}; got {name!r}.")

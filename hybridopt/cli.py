@@ -1,0 +1,406 @@
+"""The ``hybridopt`` command: ``hybridopt run CONFIG`` trains from a TOML or YAML file.
+
+A config names the task by import path and sets every option of
+:class:`~hybridopt.optimizer.HybridOptimizer` and of its ``fit``::
+
+    [task]
+    model = "hybridopt.tasks.trading:TradingSignalModel"   # called with model_kwargs
+    data = "hybridopt.tasks.trading:make_trading_data"     # called with data_kwargs
+    score = "hybridopt.tasks.trading:trading_score"
+    model_kwargs = { hidden_size = 16 }
+    data_kwargs = { window = 16 }
+
+    [optimizer]          # HybridOptimizer keyword arguments (backend, backend_options, ...)
+    [gradient]           # GradientConfig
+    [genetic]            # GeneticConfig
+    [stall]              # StallConfig
+    [fit]                # max_evaluations, max_time, target_score, ...
+
+The data factory returns the training data, or a dict with "train" and optionally "valid"
+(the validation data that picks the best weights) and "test" (scored once at the end: the
+held-out score). Every key is checked before any work starts; a bad config exits with code 2.
+The run folder holds ``FitResult.save``'s files, a copy of the config and, in
+``summary.json``, the held-out score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import inspect
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from hybridopt.config import GeneticConfig, GradientConfig, StallConfig
+
+log = logging.getLogger("hybridopt")
+EXIT_BAD_CONFIG = 2
+TASK_KEYS = ("model", "data", "score", "model_kwargs", "data_kwargs")
+CONFIGS = {"gradient": GradientConfig, "genetic": GeneticConfig, "stall": StallConfig}
+# Config fields that take a callable: given as "package.module:attr" strings
+CALLABLE_FIELDS = {"optimizer", "scheduler", "aux_loss", "select", "mate", "mutate"}
+SPLITS = ("train", "valid", "test")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run; the message names the key and what was expected."""
+
+
+# -- reading and checking ---------------------------------------------------------------------
+
+
+def _optimizer_keys() -> tuple[str, ...]:
+    from hybridopt.optimizer import HybridOptimizer
+
+    skip = {"self", "model", "score_fn", "data", "validation_data", *CONFIGS}
+    return tuple(p for p in inspect.signature(HybridOptimizer.__init__).parameters
+                 if p not in skip)
+
+
+def _fit_keys() -> tuple[str, ...]:
+    from hybridopt.optimizer import HybridOptimizer
+
+    skip = {"self", "callbacks", "progress"}
+    return tuple(p for p in inspect.signature(HybridOptimizer.fit).parameters if p not in skip)
+
+
+def allowed_keys() -> dict[str, tuple[str, ...]]:
+    """Every table of a config and the keys it may hold."""
+    return {
+        "task": TASK_KEYS,
+        "optimizer": _optimizer_keys(),
+        **{name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in CONFIGS.items()},
+        "fit": _fit_keys(),
+    }
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) config and check its keys.
+
+    Args:
+        path: the config file.
+        overrides: ``"table.key=value"`` strings applied on top (value read as TOML, else
+            taken as a string), e.g. ``"optimizer.backend=ray"``.
+
+    Raises:
+        ConfigError: if the file cannot be read or parsed, or has an unknown or missing key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config {str(path)!r}: {err.strerror}.") from err
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            config = _toml().loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            config = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config must be a .toml, .yaml or .yml file; got {str(path)!r}.")
+    except ConfigError:
+        raise
+    except Exception as err:  # tomllib / yaml syntax errors
+        raise ConfigError(f"cannot parse {str(path)!r}: {err}") from err
+    if isinstance(config, dict):
+        for override in overrides:
+            apply_override(config, override)
+    check_config(config)
+    return config
+
+
+def apply_override(config: dict, override: str) -> None:
+    """Set ``table.key=value`` in ``config``; the value is read as TOML, else as a string.
+
+    Raises:
+        ConfigError: if ``override`` is not of the form ``table.key=value``.
+    """
+    name, sep, text = override.partition("=")
+    table, dot, key = name.strip().partition(".")
+    if not sep or not dot or not table or not key:
+        raise ConfigError(f'--set needs "table.key=value"; got {override!r}.')
+    try:
+        value = _toml().loads(f"value = {text}")["value"]
+    except Exception:  # not a TOML value: a bare string such as ray or auto
+        value = text
+    body = config.setdefault(table, {})
+    if not isinstance(body, dict):
+        raise ConfigError(f"--set {override!r}: [{table}] is not a table.")
+    body[key] = value
+
+
+def _toml():
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib
+
+
+def check_config(config: Any) -> None:
+    """Check a config's tables and keys (nothing is imported or built).
+
+    Raises:
+        ConfigError: naming the unknown, missing or mistyped key and listing the allowed ones.
+    """
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"a config must be a table of tables; got {type(config).__name__}.")
+    allowed = allowed_keys()
+    for table, body in config.items():
+        if table not in allowed:
+            raise ConfigError(
+                f"unknown table [{table}]; allowed tables: {', '.join(allowed)}."
+            )
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"[{table}] must be a table of keys; got {body!r}.")
+        for key in body:
+            if key not in allowed[table]:
+                raise ConfigError(
+                    f"unknown key {key!r} in [{table}]; allowed keys: "
+                    f"{', '.join(allowed[table])}."
+                )
+    task = config.get("task", {})
+    for key in ("model", "data", "score"):
+        if not isinstance(task.get(key), str):
+            raise ConfigError(
+                f'[task] needs {key} = "package.module:attr" (an import path); '
+                f"got {task.get(key)!r}."
+            )
+    for key in ("model_kwargs", "data_kwargs"):
+        if not isinstance(task.get(key, {}), Mapping):
+            raise ConfigError(f"[task] {key} must be a table; got {task[key]!r}.")
+    _check_fit(config.get("fit", {}))
+    _check_backend(config.get("optimizer", {}))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+FIT_RULES = {
+    "max_evaluations": (lambda v: _is_number(v) and isinstance(v, int) and v >= 1, "an int >= 1"),
+    "max_time": (lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
+    "target_score": (_is_number, "a number"),
+    "resume": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _check_fit(fit: Mapping) -> None:
+    """The budgets of [fit], checked here so that a bad one fails before any work."""
+    if all(fit.get(k) is None for k in ("max_evaluations", "max_time", "target_score")):
+        raise ConfigError("[fit] needs a budget: max_evaluations, max_time or target_score.")
+    for key, value in fit.items():
+        ok, expected = FIT_RULES.get(key, (lambda v: True, ""))
+        if value is not None and not ok(value):
+            raise ConfigError(f"[fit] {key} must be {expected}; got {key} = {value!r}.")
+
+
+def _check_backend(options: Mapping) -> None:
+    """The backend's own options, checked before any work (nothing is started)."""
+    from hybridopt.backends import NAMES, check_backend_options
+
+    backend, backend_options = options.get("backend", "auto"), options.get("backend_options")
+    if backend_options is not None and not isinstance(backend_options, Mapping):
+        raise ConfigError(f"[optimizer] backend_options must be a table; got {backend_options!r}.")
+    if backend in NAMES:
+        try:
+            check_backend_options(backend, dict(backend_options or {}))
+        except ValueError as err:
+            raise ConfigError(f"[optimizer] {err}") from err
+
+
+def import_path(path: str, key: str) -> Any:
+    """The object named ``"package.module:attr"`` (``attr`` may be dotted).
+
+    Raises:
+        ConfigError: if the module or attribute does not exist.
+    """
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f'{key} must be an import path "package.module:attr"; got {path!r}.')
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"{key}: cannot import module {module_name!r} ({err}).") from err
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"{key}: {module_name!r} has no attribute {attr!r}.")
+        obj = getattr(obj, part)
+    return obj
+
+
+# -- building -----------------------------------------------------------------------------------
+
+
+def build_configs(config: dict) -> dict[str, Any]:
+    """GradientConfig, GeneticConfig and StallConfig from their tables."""
+    built = {}
+    for name, cls in CONFIGS.items():
+        kwargs = dict(config.get(name, {}))
+        for key, value in kwargs.items():
+            if key in CALLABLE_FIELDS and isinstance(value, str) and ":" in value:
+                kwargs[key] = import_path(value, f"[{name}] {key}")
+        try:
+            built[name] = cls(**kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"[{name}]: {err}") from err
+    return built
+
+
+def split_data(data: Any) -> tuple[Any, Any, Any]:
+    """(train, valid, test) from a data factory's result; valid and test may be None."""
+    if isinstance(data, Mapping) and "train" in data and set(data) <= set(SPLITS):
+        return data["train"], data.get("valid"), data.get("test")
+    return data, None, None
+
+
+def _call(factory: Callable, kwargs: Mapping, key: str) -> Any:
+    if not callable(factory):
+        raise ConfigError(f"[task] {key} must name a callable; got {type(factory).__name__}.")
+    try:
+        return factory(**kwargs)
+    except (TypeError, ValueError) as err:  # bad keyword arguments or values
+        raise ConfigError(f"[task] {key}: {type(err).__name__}: {err}") from err
+
+
+def build(config: dict):
+    """The optimizer, held-out data and fit arguments that ``config`` describes.
+
+    Raises:
+        ConfigError: if anything the config names cannot be imported or built.
+    """
+    import torch
+
+    from hybridopt.optimizer import HybridOptimizer
+
+    configs = build_configs(config)
+    task = config["task"]
+    model_factory = import_path(task["model"], "[task] model")
+    data_factory = import_path(task["data"], "[task] data")
+    score_fn = import_path(task["score"], "[task] score")
+    options = dict(config.get("optimizer", {}))
+    if isinstance(options.get("phases"), list):
+        options["phases"] = tuple(options["phases"])
+    seed = options.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"[optimizer] seed must be an int >= 0; got seed = {seed!r}.")
+    train, valid, test = split_data(_call(data_factory, task.get("data_kwargs", {}), "data"))
+    # The model's initial weights come from torch's global generator: seed it for this call only
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _call(model_factory, task.get("model_kwargs", {}), "model")
+    try:
+        opt = HybridOptimizer(model, score_fn, train, validation_data=valid, **options,
+                              **configs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[optimizer]: {err}") from err
+    return opt, test, dict(config.get("fit", {}))
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def _run_folder(out: Path | None) -> Path:
+    if out is not None:
+        return out
+    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    folder, n = base, 1
+    while folder.exists():
+        folder, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return folder
+
+
+def run(
+    config_path: Path, out: Path | None = None, progress: bool = True, overrides: list[str] = ()
+) -> dict:
+    """Train as ``config_path`` says, write the run folder and return its summary.
+
+    Args:
+        config_path: the TOML or YAML config.
+        out: the run folder (default ``runs/<timestamp>``).
+        progress: show a progress bar.
+        overrides: ``"table.key=value"`` settings applied on top of the file.
+
+    Raises:
+        ConfigError: if the config is bad (before any training).
+    """
+    config = load_config(config_path, overrides)
+    if os.getcwd() not in sys.path:  # modules next to the config, as with `python -m`
+        sys.path.insert(0, os.getcwd())
+    opt, test, fit_kwargs = build(config)
+    folder = _run_folder(out)
+    with opt:
+        result = opt.fit(progress=progress, **fit_kwargs)
+        test_score = None if test is None else opt.evaluate(test)
+    result.save(folder)
+    shutil.copyfile(config_path, folder / f"config{config_path.suffix.lower()}")
+    summary_path = folder / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary.update(test_score=test_score, config=f"config{config_path.suffix.lower()}",
+                   overrides=list(overrides))
+    summary_path.write_text(json.dumps(summary, indent=2))
+    summary["folder"] = str(folder)
+    return summary
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hybridopt",
+        description="Train PyTorch models to maximise a score they cannot differentiate.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run_parser = commands.add_parser(
+        "run", help="train as a TOML/YAML config says and write a run folder",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run_parser.add_argument("config", type=Path, help="the config file (.toml, .yaml, .yml)")
+    run_parser.add_argument("--out", type=Path, default=None,
+                            help="run folder (default: runs/<timestamp>)")
+    run_parser.add_argument("--set", dest="overrides", action="append", default=[],
+                            metavar="TABLE.KEY=VALUE",
+                            help="override a config key, e.g. --set optimizer.backend=ray "
+                                 "--set fit.max_time=600 (repeatable)")
+    run_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run_parser.add_argument("--log-level", default="INFO",
+                            choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hybridopt`` console script; returns the exit code.
+
+    Exit codes: 0 done, 1 the run failed, 2 bad command line or config.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_CONFIG
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = run(args.config, args.out, progress=not args.no_progress,
+                      overrides=args.overrides)
+    except ConfigError as err:
+        print(f"hybridopt: bad config {str(args.config)!r}: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    test = summary["test_score"]
+    print(f"best score {summary['best_score']:.4g} (train {summary['best_train_score']:.4g}), "
+          f"held-out {'-' if test is None else f'{test:.4g}'}; "
+          f"{summary['evaluations']} evaluations in {summary['wall_time']:.1f} s "
+          f"({summary['stop_reason']})")
+    print(f"run folder: {summary['folder']}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""backend="joblib" against the in-process loop, and what every backend shares (no Ray here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_bandit, mlp
+
+from hybridopt import GeneticConfig, HybridOptimizer
+from hybridopt.backends import make_backend
+from hybridopt.backends.joblib_backend import JoblibOptions
+from hybridopt.backends.local import ShardScores, merge, shard_bounds
+from hybridopt.backends.ray_backend import RayOptions
+from hybridopt.data import slice_data
+from hybridopt.population.evaluate import PopulationEvaluator
+from hybridopt.population.flat import FlatParams
+from hybridopt.scoring import Scorer
+
+
+def np_hits(actions, data):
+    """A plain-Python/numpy score that torch.func.vmap cannot batch."""
+    a, best = np.asarray(actions), np.asarray(data[1])
+    return float(sum(int(u == v) for u, v in zip(a.tolist(), best.tolist())) / len(a))
+
+
+def _population(model, p, seed=0):
+    flat = FlatParams.from_module(model)
+    noise = torch.randn(p, flat.dim, generator=torch.Generator().manual_seed(seed))
+    return flat.vector(model) + 0.3 * noise
+
+
+def _fit(backend: str):
+    x, best = make_bandit()
+    opt = HybridOptimizer(
+        mlp(), np_hits, (x, best), backend=backend,
+        backend_options={"n_jobs": 2} if backend == "joblib" else None,
+        phases=("genetic",), population_size=16, episode_length=64, seed=2,
+        genetic=GeneticConfig(elite=2),
+    )
+    return opt, opt.fit(max_evaluations=16 * 4, progress=False)
+
+
+def test_joblib_equals_in_process_loop():
+    _, expected = _fit("loop")
+    opt, got = _fit("joblib")
+    with opt:
+        # The same fit, generation by generation
+        assert [r["score"] for r in got.history] == [r["score"] for r in expected.history]
+        assert got.best_score == expected.best_score
+
+        # The same scores as the loop, whatever the population size and row slice
+        backend, model, data = opt._distributed, mlp().eval(), make_bandit()
+        scorer = Scorer(np_hits)
+        scorer.mode = "per_sequence"
+        loop = PopulationEvaluator(model, scorer, FlatParams.from_module(model), method="loop")
+        for p, bounds in ((25, None), (9, (30, 150)), (1, (0, 5))):
+            population = _population(model, p, seed=p)
+            episode = data if bounds is None else slice_data(data, *bounds)
+            want = loop.evaluate(population, episode)
+            have = backend.evaluate(population, bounds)
+            assert torch.equal(have.scores, want.scores)
+            assert torch.equal(have.finite, want.finite)
+
+
+# -- shared pieces ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("total, parts", [(10, 3), (3, 8), (1, 1), (300, 7)])
+def test_shard_bounds_cover_in_order(total, parts):
+    bounds = shard_bounds(total, parts)
+    assert bounds[0][0] == 0 and bounds[-1][1] == total
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    sizes = [b - a for a, b in bounds]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+def test_merge_keeps_order_and_fills_observed():
+    first = ShardScores(torch.tensor([1.0, 2.0], dtype=torch.float64), torch.ones(2, dtype=bool),
+                        None)
+    second = ShardScores(torch.tensor([float("nan")], dtype=torch.float64),
+                         torch.zeros(1, dtype=bool), torch.tensor([[True, False]]))
+    batch = merge([first, second])
+    assert batch.scores[:2].tolist() == [1.0, 2.0] and batch.n_nonfinite == 1
+    assert batch.observed.tolist() == [[True, True], [True, True], [True, False]]
+
+
+# -- option validation ------------------------------------------------------------------------
+
+
+def _make(name, **options):
+    model = mlp().eval()
+    return make_backend(name, model=model, score_fn=np_hits, score_mode="per_sequence",
+                        flat=FlatParams.from_module(model), data=make_bandit(), **options)
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        _make("spark")
+
+
+@pytest.mark.parametrize("name, known", [("ray", RayOptions), ("joblib", JoblibOptions)])
+def test_unknown_option_is_named_with_the_known_ones(name, known):
+    with pytest.raises(ValueError, match="num_worker") as info:
+        _make(name, num_worker=2)
+    for field in known.__dataclass_fields__:
+        assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"num_actors": 0}, "num_actors must be >= 1"),
+        ({"num_actors": 1.5}, "num_actors must be an int"),
+        ({"cpus_per_actor": 0}, "cpus_per_actor must be > 0"),
+        ({"gpus_per_actor": -1}, "gpus_per_actor must be >= 0"),
+        ({"method": "jit"}, "method must be one of"),
+        ({"max_retries": -1}, "max_retries must be >= 0"),
+        ({"max_retries": True}, "max_retries must be an int"),
+        ({"timeout": 0}, "timeout must be > 0"),
+        ({"init_options": "num_cpus=2"}, "init_options must be a dict"),
+    ],
+)
+def test_bad_ray_option_values(options, message):
+    # Validated before Ray is imported or started
+    with pytest.raises(ValueError, match=message):
+        _make("ray", **options)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"n_jobs": 0}, "n_jobs must be >= 1"),
+        ({"n_jobs": "2"}, "n_jobs must be an int"),
+        ({"method": "fast"}, "method must be one of"),
+        ({"timeout": -1}, "timeout must be > 0"),
+    ],
+)
+def test_bad_joblib_option_values(options, message):
+    with pytest.raises(ValueError, match=message):
+        _make("joblib", **options)
+
+
+def test_optimizer_passes_backend_options_through():
+    x, best = make_bandit()
+    opt = HybridOptimizer(mlp(), np_hits, (x, best), backend="joblib",
+                          backend_options={"n_job": 2}, phases=("genetic",),
+                          population_size=4)
+    with pytest.raises(ValueError, match="unknown backend_options \\['n_job'\\]"):
+        opt.fit(max_evaluations=8, progress=False)
