@@ -143,8 +143,9 @@ def test_bad_joblib_option_values(options, message):
 
 def test_optimizer_passes_backend_options_through():
     x, best = make_bandit()
-    opt = HybridOptimizer(mlp(), np_hits, (x, best), backend="joblib",
-                          backend_options={"n_job": 2}, phases=("genetic",),
-                          population_size=4)
     with pytest.raises(ValueError, match="unknown backend_options \\['n_job'\\]"):
+        # Raised when the backend starts, or at the door if the optimizer checks it there
+        opt = HybridOptimizer(mlp(), np_hits, (x, best), backend="joblib",
+                              backend_options={"n_job": 2}, phases=("genetic",),
+                              population_size=4)
         opt.fit(max_evaluations=8, progress=False)
