@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,7 +309,42 @@ class HybridOptimizer:
         probs = torch.full((logits[..., 0].numel(), logits.shape[-1]), 1.0 / logits.shape[-1])
         sample = torch.multinomial(probs, 2, replacement=True, generator=checker)
         actions = torch.stack([logits.argmax(-1).cpu(), sample[:, 0].reshape(logits.shape[:-1])])
-        self.scorer.check(actions.to(self.device), episode)
+        actions = actions.to(self.device)
+        batch = self.scorer.check(actions, episode)
+        if not bool(batch.finite.any()):
+            raise ValueError(
+                f"score_fn returned {batch.scores.tolist()} on a sample of actions: expected a "
+                "finite score for at least one of them (NaN or infinite counts as the worst, so "
+                "a score_fn that is never finite cannot be maximised)."
+            )
+        again = self.scorer(actions, episode).scores
+        if not torch.equal(torch.nan_to_num(again), torch.nan_to_num(batch.scores)):
+            warnings.warn(
+                f"score_fn is not deterministic: the same actions scored {batch.scores.tolist()}"
+                f" and then {again.tolist()}. Noisy scores are allowed, but best-score tracking "
+                "and exact reproducibility assume a deterministic score_fn.",
+                UserWarning,
+                stacklevel=3,
+            )
+        if self.validation_data is not None:
+            self._check_validation_data()
+
+    def _check_validation_data(self) -> None:
+        x = model_input(self.validation_data, "validation_data")
+        try:
+            with torch.no_grad():
+                logits = self.model(x)
+        except Exception as err:
+            raise ValueError(
+                f"model failed on the model input of validation_data (shape {tuple(x.shape)}); "
+                f"expected inputs shaped like data's: {err}"
+            ) from err
+        if tuple(logits.shape[1:]) != self.output_shape:
+            raise ValueError(
+                f"model returned logits {tuple(logits.shape)} on validation_data: expected "
+                f"[N, {', '.join(map(str, self.output_shape))}] as on data."
+            )
+        self.scorer(logits.argmax(-1).unsqueeze(0), self.validation_data)
 
     # -- episodes ----------------------------------------------------------------------------
 

@@ -163,3 +163,52 @@ def test_evaluate_checks_its_data():
     opt = make(score=hit_rate)
     with pytest.raises(ValueError, match="share their leading length N"):
         opt.evaluate((torch.randn(4, 6), torch.zeros(5)))
+
+
+def test_score_fn_never_finite_fails_fast():
+    with pytest.raises(ValueError, match="expected a finite score"):
+        make(score=lambda a, d: float("nan"))
+
+
+def test_score_fn_sometimes_nan_is_counted_not_fatal():
+    calls = {"n": 0}
+
+    def sometimes(actions, data):
+        calls["n"] += 1
+        return float("nan") if calls["n"] % 3 == 0 else float((actions == data[1]).float().mean())
+
+    opt = make(score=sometimes, phases=("gradient",))
+    result = opt.fit(max_evaluations=100, progress=False)
+    assert result.nonfinite > 0
+
+
+def test_nondeterministic_score_fn_warns():
+    gen = torch.Generator().manual_seed(0)
+    with pytest.warns(UserWarning, match="score_fn is not deterministic"):
+        make(score=lambda a, d: float(torch.rand(1, generator=gen)))
+
+
+def test_validation_data_shaped_unlike_data():
+    with pytest.raises(ValueError, match="model failed on the model input of validation_data"):
+        make(validation_data=(torch.randn(10, 4), torch.randint(0, 3, (10,))))
+    with pytest.raises(ValueError, match="validation_data"):
+        make(validation_data=(torch.randn(10, 6), torch.randint(0, 3, (9,))))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"seed": -1}, ValueError, "seed must be >= 0"),
+        ({"checkpoint_every": 0}, ValueError, "checkpoint_every must be >= 1"),
+        ({"checkpoint_dir": 5}, TypeError, "checkpoint_dir must be a path"),
+        ({"stall": ho.GradientConfig()}, TypeError, "stall must be a StallConfig"),
+    ],
+)
+def test_more_bad_options(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        make(**kwargs)
+
+
+def test_target_score_must_be_a_number():
+    with pytest.raises(TypeError, match="target_score must be a number"):
+        make().fit(target_score="high", progress=False)
