@@ -37,6 +37,7 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/population_eval.py
+	$(PY) benchmarks/ray_scaling.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

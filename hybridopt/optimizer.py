@@ -203,6 +203,10 @@ class HybridOptimizer:
             )
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}.")
+        if backend in ("joblib", "ray"):
+            from hybridopt.backends import check_backend_options
+
+            check_backend_options(backend, dict(backend_options or {}))
         for name, value, cls in (
             ("gradient", gradient, GradientConfig),
             ("genetic", genetic, GeneticConfig),
