@@ -34,7 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--phases", default="gradient,genetic",
                    help="comma-separated phases, the first starts (default: gradient,genetic)")
     p.add_argument("--max-evaluations", type=int, default=20_000)
-    p.add_argument("--max-time", type=float, default=None, help="seconds")
+    p.add_argument("--max-time", type=float, default=150.0,
+                   help="seconds; keeps `make demo` under three minutes (0 = no limit)")
     p.add_argument("--population-size", type=int, default=300)
     p.add_argument("--episode-length", type=int, default=512,
                    help="rows per episode (0 = the whole training split)")
@@ -70,7 +71,7 @@ def main(argv=None) -> dict:
     start = {"train": opt.evaluate(train), "valid": opt.evaluate(valid),
              "test": opt.evaluate(test)}
     t0 = time.perf_counter()
-    result = opt.fit(max_evaluations=args.max_evaluations, max_time=args.max_time,
+    result = opt.fit(max_evaluations=args.max_evaluations, max_time=args.max_time or None,
                      progress=not args.no_progress)
     final = {"train": opt.evaluate(train), "valid": opt.evaluate(valid),
              "test": opt.evaluate(test)}
