@@ -482,6 +482,8 @@ class HybridOptimizer:
         stop_reason = ""
         try:
             if self._state is None:
+                if not self.history:
+                    self._score_start()
                 self._state = self._start_phase(self.controller.phase)
             while True:
                 stop_reason = self._budget_spent(max_evaluations, max_time, target_score, start)
@@ -593,6 +595,18 @@ class HybridOptimizer:
         else:
             self._state = self._phases["genetic"].load_state_dict(state, self.device)
         log.info("resumed from %s at step %d", path, len(self.history))
+
+    def _score_start(self) -> None:
+        """The model's own weights are the first candidate: a run never ends below them."""
+        weights = self.flat.vector(self.model)
+        score = self._score_weights(weights, self.data)
+        self.evaluations += 1
+        selection = score
+        if self.validation_data is not None:
+            selection = self._score_weights(weights, self.validation_data)
+            self.validation_evaluations += 1
+        self.best_score, self.best_train_score = selection, score
+        self.best_weights = weights.detach().clone()
 
     def _budget_spent(self, max_evaluations, max_time, target_score, start) -> str:
         if self._stop_requested:
