@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import copy
-import csv
-import json
 import logging
 import math
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,91 +21,13 @@ from hybridopt.phases.genetic import GeneticPhase
 from hybridopt.phases.gradient import GradientPhase
 from hybridopt.population.evaluate import PopulationEvaluator, resolve_device
 from hybridopt.population.flat import FlatParams
+from hybridopt.result import FitResult
 from hybridopt.scoring import Scorer
+from hybridopt.validation import check_model_and_score
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "vmap", "loop", "joblib", "ray")
 IN_PROCESS = ("auto", "vmap", "loop")
-
-
-@dataclass
-class FitResult:
-    """What :meth:`HybridOptimizer.fit` found.
-
-    Attributes:
-        best_score: score of the best weights: on ``validation_data`` when given, else on the
-            training data.
-        best_train_score: training score of those weights.
-        best_state_dict: the model's ``state_dict`` with the best weights.
-        evaluations: score_fn calls on the training data (one call = one action sequence).
-        validation_evaluations: score_fn calls on the validation data.
-        wall_time: seconds spent in ``fit``.
-        history: one dict per step or generation.
-        switches: one dict per phase switch, with its reason.
-        stop_reason: why the run ended.
-        nonfinite: scores that were NaN or infinite (counted as the worst).
-    """
-
-    best_score: float
-    best_train_score: float
-    best_state_dict: dict[str, Tensor]
-    evaluations: int
-    validation_evaluations: int
-    wall_time: float
-    history: list[dict] = field(default_factory=list)
-    switches: list[dict] = field(default_factory=list)
-    stop_reason: str = ""
-    nonfinite: int = 0
-
-    def to_csv(self, path: str | Path) -> Path:
-        """Write the history, one row per step or generation, as CSV."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        keys: list[str] = []
-        for row in self.history:
-            keys += [k for k in row if k not in keys]
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.history)
-        return path
-
-    def to_jsonl(self, path: str | Path) -> Path:
-        """Write the history as JSON lines."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as f:
-            for row in self.history:
-                f.write(json.dumps(row) + "\n")
-        return path
-
-    def save(self, folder: str | Path) -> Path:
-        """Write a run folder: ``history.csv``, ``history.jsonl``, ``summary.json``
-        (scores, budgets, switches), ``plot.png`` and ``best_model.pt`` (the best state_dict)."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.to_csv(folder / "history.csv")
-        self.to_jsonl(folder / "history.jsonl")
-        self.plot(folder / "plot.png")
-        torch.save(self.best_state_dict, folder / "best_model.pt")
-        summary = {
-            "best_score": self.best_score,
-            "best_train_score": self.best_train_score,
-            "evaluations": self.evaluations,
-            "validation_evaluations": self.validation_evaluations,
-            "wall_time": self.wall_time,
-            "stop_reason": self.stop_reason,
-            "nonfinite": self.nonfinite,
-            "switches": self.switches,
-        }
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-        return folder
-
-    def plot(self, path: str | Path) -> Path:
-        """Plot best and current score against evaluations, phases as bands, switches marked."""
-        from hybridopt.plotting import plot_history
-
-        return plot_history(self.history, self.switches, path)
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
@@ -245,7 +163,10 @@ class HybridOptimizer:
         self.stall_config = stall or StallConfig()
         self.generator = torch.Generator().manual_seed(seed)
         self.scorer = Scorer(score_fn)
-        self._check_model_and_score()
+        self.output_shape = check_model_and_score(
+            self.model, self.scorer, self._episode(first=True), self.validation_data, seed,
+            self.device,
+        )
 
         self.evaluator = PopulationEvaluator(
             model, self.scorer, self.flat,
@@ -282,73 +203,6 @@ class HybridOptimizer:
         self.best_weights = self.flat.vector(self.model).clone()
 
     # -- validation --------------------------------------------------------------------------
-
-    def _check_model_and_score(self) -> None:
-        """Run the model once and score_fn once on a sample, so bad input fails fast."""
-        episode = self._episode(first=True)
-        x = model_input(episode)
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                logits = self.model(x)
-        except Exception as err:
-            raise ValueError(
-                f"model failed on the model input of data (shape {tuple(x.shape)}): {err}"
-            ) from err
-        if not isinstance(logits, Tensor) or logits.dim() not in (2, 3):
-            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise ValueError(
-                f"model must return logits [N, A] or [N, H, A]; got {shape} for input "
-                f"{tuple(x.shape)}."
-            )
-        if logits.shape[0] != x.shape[0] or logits.shape[-1] < 2:
-            raise ValueError(
-                f"model must return logits [N, A] or [N, H, A] with N = {x.shape[0]} rows and "
-                f"A >= 2 actions; got {tuple(logits.shape)}."
-            )
-        if not logits.is_floating_point():
-            raise TypeError(f"model must return floating-point logits; got {logits.dtype}.")
-        self.output_shape = tuple(logits.shape[1:])
-        checker = torch.Generator().manual_seed(self.seed)
-        probs = torch.full((logits[..., 0].numel(), logits.shape[-1]), 1.0 / logits.shape[-1])
-        sample = torch.multinomial(probs, 2, replacement=True, generator=checker)
-        actions = torch.stack([logits.argmax(-1).cpu(), sample[:, 0].reshape(logits.shape[:-1])])
-        actions = actions.to(self.device)
-        batch = self.scorer.check(actions, episode)
-        if not bool(batch.finite.any()):
-            raise ValueError(
-                f"score_fn returned {batch.scores.tolist()} on a sample of actions: expected a "
-                "finite score for at least one of them (NaN or infinite counts as the worst, so "
-                "a score_fn that is never finite cannot be maximised)."
-            )
-        again = self.scorer(actions, episode).scores
-        if not torch.equal(torch.nan_to_num(again), torch.nan_to_num(batch.scores)):
-            warnings.warn(
-                f"score_fn is not deterministic: the same actions scored {batch.scores.tolist()}"
-                f" and then {again.tolist()}. Noisy scores are allowed, but best-score tracking "
-                "and exact reproducibility assume a deterministic score_fn.",
-                UserWarning,
-                stacklevel=3,
-            )
-        if self.validation_data is not None:
-            self._check_validation_data()
-
-    def _check_validation_data(self) -> None:
-        x = model_input(self.validation_data, "validation_data")
-        try:
-            with torch.no_grad():
-                logits = self.model(x)
-        except Exception as err:
-            raise ValueError(
-                f"model failed on the model input of validation_data (shape {tuple(x.shape)}); "
-                f"expected inputs shaped like data's: {err}"
-            ) from err
-        if tuple(logits.shape[1:]) != self.output_shape:
-            raise ValueError(
-                f"model returned logits {tuple(logits.shape)} on validation_data: expected "
-                f"[N, {', '.join(map(str, self.output_shape))}] as on data."
-            )
-        self.scorer(logits.argmax(-1).unsqueeze(0), self.validation_data)
 
     # -- episodes ----------------------------------------------------------------------------
 
