@@ -280,6 +280,13 @@ class HybridOptimizer:
             data = data_to(data, self.device)
         return self._score_model(self.model, data)
 
+    @property
+    def toolbox(self):
+        """The genetic phase's DEAP toolbox: ``select(individuals, k)``, and the vectorised
+        ``mate(a, b, generator)`` / ``mutate(x, scale, generator)`` over ``[M, D]`` tensors.
+        Register your own operators here (or pass them in :class:`GeneticConfig`)."""
+        return self._phases["genetic"].toolbox
+
     def request_stop(self) -> None:
         """Ask a running :meth:`fit` to end after the current step (for callbacks)."""
         self._stop_requested = True

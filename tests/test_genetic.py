@@ -197,3 +197,18 @@ def test_member_type_is_created_once():
 
     importlib.reload(_deap)
     assert hasattr(_deap.creator, "HybridMember")
+
+
+def test_operators_registered_on_the_optimizer_toolbox_are_used(bandit):
+    calls = []
+
+    def mutate(x, scale, generator):
+        calls.append(x.shape)
+        return x
+
+    opt = ho.HybridOptimizer(
+        mlp(), hit_rate, data=bandit, phases=("genetic",), population_size=10, seed=0
+    )
+    opt.toolbox.register("mutate", mutate)
+    opt.fit(max_evaluations=40, progress=False)
+    assert calls and calls[0][0] == 10 - 2  # offspring only; the two elites are kept as they are
