@@ -43,8 +43,19 @@ def _hx(cls, shape, dtype):
 def test_matches_torch_module(cls, pop_cls, kw, dtype, atol):
     torch.manual_seed(0)
     for batch_first, layers, bidir, bias in CONFIGS:
-        ref = cls(3, 6, num_layers=layers, batch_first=batch_first, bidirectional=bidir,
-                  bias=bias, **kw).to(dtype).eval()
+        ref = (
+            cls(
+                3,
+                6,
+                num_layers=layers,
+                batch_first=batch_first,
+                bidirectional=bidir,
+                bias=bias,
+                **kw,
+            )
+            .to(dtype)
+            .eval()
+        )
         pop = pop_cls.from_module(ref)
         n_states = layers * (2 if bidir else 1)
         x = torch.randn(4, 7, 3, dtype=dtype)
@@ -82,7 +93,7 @@ class _Net(nn.Module):
     def __init__(self, rnn: nn.Module) -> None:
         super().__init__()
         self.rnn = rnn
-        self.head = nn.Linear(rnn.hidden_size, 3)
+        self.head = nn.Linear(rnn.hidden_size * (2 if rnn.bidirectional else 1), 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.rnn(x)
@@ -90,10 +101,12 @@ class _Net(nn.Module):
 
 
 @pytest.mark.parametrize("rnn_cls", [nn.LSTM, nn.GRU, nn.RNN])
+@pytest.mark.parametrize("bidir,bias", [(False, True), (True, False)])
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_vmap_over_population_matches_loop(rnn_cls, dtype, atol):
+def test_vmap_over_population_matches_loop(rnn_cls, bidir, bias, dtype, atol):
     torch.manual_seed(1)
-    orig = _Net(rnn_cls(2, 8, num_layers=2, batch_first=True)).to(dtype).eval()
+    rnn = rnn_cls(2, 8, num_layers=2, batch_first=True, bidirectional=bidir, bias=bias)
+    orig = _Net(rnn).to(dtype).eval()
     vec = make_vectorizable(orig).eval()
     base = dict(orig.named_parameters())
     pop = {n: p.detach() + 0.3 * torch.randn(5, *p.shape, dtype=dtype) for n, p in base.items()}
@@ -144,7 +157,10 @@ def test_make_vectorizable_keeps_names_and_leaves_original_untouched():
     root = make_vectorizable(nn.LSTM(2, 3))
     assert isinstance(root, PopLSTM)
     assert [n for n, _ in root.named_parameters()] == [
-        "weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"
+        "weight_ih_l0",
+        "weight_hh_l0",
+        "bias_ih_l0",
+        "bias_hh_l0",
     ]
 
 
