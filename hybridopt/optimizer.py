@@ -28,6 +28,7 @@ from hybridopt.validation import check_model_and_score
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "vmap", "loop", "joblib", "ray")
 IN_PROCESS = ("auto", "vmap", "loop")
+IDLE_LIMIT = 10  # steps in a row without a single evaluation before a run ends as converged
 
 
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
@@ -341,6 +342,7 @@ class HybridOptimizer:
         wall_before = self.history[-1]["wall_time"] if self.history else 0.0
         bar = _progress_bar(progress, max_evaluations)
         stop_reason = ""
+        idle = 0
         try:
             if self._state is None:
                 if not self.history:
@@ -350,7 +352,16 @@ class HybridOptimizer:
                 stop_reason = self._budget_spent(max_evaluations, max_time, target_score, start)
                 if stop_reason:
                     break
+                evaluations_before = self.evaluations
                 row = self._step(wall_before + time.perf_counter() - start)
+                # A converged population breeds only copies, which cost nothing to score:
+                # without new individuals nothing can change, so end rather than spin
+                idle = idle + 1 if self.evaluations == evaluations_before else 0
+                if idle >= IDLE_LIMIT and (len(self.phases) == 1 or idle >= 5 * IDLE_LIMIT):
+                    stop_reason = (
+                        f"converged: {idle} generations in a row produced no new individual"
+                    )
+                    break
                 event = "on_step" if row["phase"] == "gradient" else "on_generation"
                 dispatch(callbacks, event, self, row)
                 if bar is not None:

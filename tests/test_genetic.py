@@ -212,3 +212,18 @@ def test_operators_registered_on_the_optimizer_toolbox_are_used(bandit):
     opt.toolbox.register("mutate", mutate)
     opt.fit(max_evaluations=40, progress=False)
     assert calls and calls[0][0] == 10 - 2  # offspring only; the two elites are kept as they are
+
+
+def test_a_population_of_copies_ends_the_run_instead_of_spinning(bandit):
+    opt = ho.HybridOptimizer(
+        mlp(),
+        hit_rate,
+        data=bandit,
+        phases=("genetic",),
+        population_size=10,
+        seed=0,
+        genetic=GeneticConfig(crossover_prob=0.0, mutation_prob=0.0),
+    )
+    result = opt.fit(max_evaluations=10_000, progress=False)
+    assert result.stop_reason.startswith("converged: 10 generations")
+    assert result.evaluations == 11  # the starting weights and the first generation
