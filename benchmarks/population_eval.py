@@ -164,7 +164,12 @@ def variation_share(p=300, d_target=100_000, gen=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="P in {32, 300} only")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); 1 gives stable figures on a "
+                             "machine other work is loading")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     roof = mm_roofline()
