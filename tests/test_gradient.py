@@ -47,6 +47,7 @@ def _gradient_samples(baseline: str, draws: int = 300, k: int = 8) -> torch.Tens
     return torch.stack(grads)
 
 
+@pytest.mark.slow
 def test_leave_one_out_baseline_lowers_gradient_variance():
     plain, loo = _gradient_samples("none"), _gradient_samples("loo")
     # Both estimate the same gradient; the baseline only removes variance
