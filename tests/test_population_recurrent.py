@@ -82,7 +82,7 @@ def test_same_parameter_names_shapes_and_attributes():
     assert "weight_hh_l1_reverse" in dict(pop.named_parameters())
     for attr in ("input_size", "hidden_size", "num_layers", "bias", "batch_first"):
         assert getattr(pop, attr) == getattr(ref, attr)
-    assert pop.bidirectional is True
+    assert pop.bidirectional is True and pop.proj_size == 0
     rnn = PopRNN.from_module(nn.RNN(2, 3, nonlinearity="relu"))
     assert rnn.nonlinearity == "relu"
 

@@ -205,6 +205,7 @@ class PopLSTM(_PopRNNBase):
     """Vectorisable ``nn.LSTM`` (no ``proj_size``); ``forward(input, hx) -> (out, (h, c))``."""
 
     _torch_cls, _carry = nn.LSTM, ((1.0, 0.0), (-2.0, 0.0))  # carries (h, -2c)
+    proj_size = 0
     _step, _weight = staticmethod(_lstm_step), staticmethod(_lstm_weight)
 
     def forward(
