@@ -27,6 +27,7 @@ from hybridopt.scoring import ScoreBatch, Scorer
 
 log = logging.getLogger(__name__)
 METHODS = ("auto", "vmap", "loop")
+CPU_ROWS_PER_CHUNK = 4096
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -120,7 +121,12 @@ class PopulationEvaluator:
             else:
                 budget = 256 * 2**20
         per_individual = 4 * (3 * _activation_elements(self._loop_model, x) + self.flat.dim)
-        self.chunk_size = max(1, min(1024, budget // max(per_individual, 1)))
+        chunk = max(1, min(1024, budget // max(per_individual, 1)))
+        if self.device.type == "cpu":
+            # On a CPU, chunks of about 4096 rows (individuals x N) stay in cache: measured
+            # 2.1x the loop for the seed LSTM at N=64 with chunks of 64, 1.6x with 300
+            chunk = min(chunk, max(1, CPU_ROWS_PER_CHUNK // max(len(x), 1)))
+        self.chunk_size = chunk
         return self.chunk_size
 
     def logits_vmap(self, population: Tensor, x: Tensor) -> Tensor:
