@@ -28,7 +28,8 @@ Tasks (data seed fixed at 0 per task, so seeds vary only the optimiser and the m
 - deceptive: ``hybridopt.tasks.deceptive``, population 64, 6,000 evaluations.
 
 Every run is written as one CSV row (``--out``); ``--histories DIR`` also saves each run's
-history (one CSV per run) for a look at when the switches happened.
+history (one CSV per run) for a look at when the switches happened. Runs use one torch thread
+unless ``--threads`` says otherwise; wall times depend on the machine's load, scores do not.
 
 Run: ``python benchmarks/hybrid_vs_pure.py`` (all tasks, 3 seeds; trading is the slow one, tens
 of minutes on 2 cores), ``--tasks plateau,deceptive --seeds 5``, or ``--quick`` (tiny budgets,
@@ -234,6 +235,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "benchmarks/results/hybrid_vs_pure.csv, or hybrid_vs_pure_quick.csv)")
     p.add_argument("--histories", type=Path, default=None,
                    help="folder for one history CSV per run (default: none)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: on a shared 2-core machine two "
+                        "threads made the LSTM ~10x slower; 0 = torch's default)")
     args = p.parse_args(argv)
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in args.tasks if t not in TASKS]
@@ -241,6 +245,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--tasks must name tasks from {', '.join(TASKS)}; got {unknown or args.tasks}")
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1; got {args.seeds}")
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0; got {args.threads}")
     if args.out is None:
         stem = "hybrid_vs_pure_quick" if args.quick else "hybrid_vs_pure"
         args.out = Path("benchmarks/results") / f"{stem}.csv"
@@ -267,6 +273,8 @@ def write_csv(path: Path, rows: list[dict], tasks: list[str]) -> None:
 
 def main(argv=None) -> dict[str, dict]:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows, summaries = [], {}
     for name in args.tasks:
         task = TASKS[name]
