@@ -31,7 +31,7 @@ from torch import nn
 from hybridopt.scoring import batched
 
 # The task modules share one set of argument checks and one way to cut splits.
-from hybridopt.tasks.classification import _check_int, _split, _split_lengths
+from hybridopt.tasks._common import _check_int, _split, _split_lengths
 
 __all__ = [
     "ACT",

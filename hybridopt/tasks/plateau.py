@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from hybridopt.scoring import batched
-from hybridopt.tasks.classification import _check_int, _split, _split_lengths
+from hybridopt.tasks._common import _check_int, _split, _split_lengths
 
 __all__ = ["THRESHOLD", "PlateauMLP", "make_plateau_data", "plateau_score"]
 

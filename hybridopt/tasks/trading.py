@@ -16,13 +16,13 @@ Data layout:
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from hybridopt.scoring import batched
+from hybridopt.tasks._common import _check_fractions, _check_int
 
 __all__ = [
     "ACTIONS",
@@ -51,14 +51,6 @@ _GARCH_A = 0.08  # GARCH(1,1) reaction to the last squared shock
 _GARCH_B = 0.90  # GARCH(1,1) persistence of the variance
 _BURN_IN = 500  # steps simulated and discarded so the series starts near stationarity
 _CHUNK = 1024  # random numbers are drawn this many steps at a time
-
-
-def _check_int(name: str, value: object, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def synthetic_prices(n_steps: int, seed: int = 0) -> torch.Tensor:
@@ -162,16 +154,7 @@ def make_trading_data(
     n_steps = _check_int("n_steps", n_steps, 1)
     window = _check_int("window", window, 1)
     seed = _check_int("seed", seed)
-    try:
-        fractions = [float(f) for f in splits]
-    except (TypeError, ValueError):
-        raise ValueError(f"splits must be a sequence of 3 numbers, got {splits!r}") from None
-    if len(fractions) != 3:
-        raise ValueError(f"splits must have 3 fractions (train, valid, test), got {splits!r}")
-    if any(not math.isfinite(f) or f <= 0 for f in fractions):
-        raise ValueError(f"splits must all be positive, got {splits!r}")
-    if abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"splits must sum to 1, got {splits!r} (sum {sum(fractions)})")
+    fractions = _check_fractions("splits", splits, 3, "train, valid, test")
 
     n_train = round(fractions[0] * n_steps)
     n_valid = round(fractions[1] * n_steps)
