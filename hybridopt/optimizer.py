@@ -514,6 +514,7 @@ class HybridOptimizer:
     def _step(self, wall_time: float) -> dict:
         phase = self.controller.phase
         episode = self._episode()
+        chosen_before = self.evaluator.choice is not None
         self._state, metrics = self._phases[phase].step(
             self._state, episode, **({} if phase == "gradient"
                                      else {"fixed_data": self.episode_length is None})
@@ -559,10 +560,8 @@ class HybridOptimizer:
             "nonfinite_total": self.nonfinite,
             **metrics,
         }
-        if phase == "genetic" and self.evaluator.choice is not None and "backend" not in {
-            k for r in self.history for k in r
-        }:
-            row["backend"] = self.evaluator.choice["method"]
+        if not chosen_before and self.evaluator.choice is not None:
+            row["backend"] = self.evaluator.choice["method"]  # auto chose during this step
         self.history.append(row)
         return row
 
