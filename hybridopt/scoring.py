@@ -150,9 +150,7 @@ class Scorer:
             return _batch(scores, observed)
         if self.mode == "vmap":
             try:
-                raw = torch.func.vmap(self.score_fn, in_dims=(0, None))(actions, data)
-                scores, observed = _reduce(raw, actions.shape, batch=True, what="score_fn")
-                return _batch(scores, observed)
+                return self._vmapped(actions, data)
             except Exception as err:  # a shape that vmap cannot batch: fall back for good
                 log.warning("score_fn failed under vmap (%s); calling it per sequence", err)
                 self.mode = "per_sequence"
@@ -172,10 +170,14 @@ class Scorer:
             )
         return _batch(scores, observed)
 
+    def _vmapped(self, actions: Tensor, data: Data) -> ScoreBatch:
+        raw = torch.func.vmap(self.score_fn, in_dims=(0, None))(actions, data)
+        scores, observed = _reduce(_as_tensor(raw, "score_fn"), actions.shape, True, "score_fn")
+        return _batch(scores, observed)
+
     def _vmapped_agrees(self, actions: Tensor, data: Data, reference: ScoreBatch) -> bool:
         try:
-            raw = torch.func.vmap(self.score_fn, in_dims=(0, None))(actions, data)
-            scores, _ = _reduce(_as_tensor(raw, "score_fn"), actions.shape, True, "score_fn")
+            scores = self._vmapped(actions, data).scores
         except Exception:
             return False
         return bool(torch.allclose(scores, reference.scores, rtol=1e-5, atol=1e-6, equal_nan=True))
