@@ -32,6 +32,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -48,6 +49,9 @@ CONFIGS = {"gradient": GradientConfig, "genetic": GeneticConfig, "stall": StallC
 # Config fields that take a callable: given as "package.module:attr" strings
 CALLABLE_FIELDS = {"optimizer", "scheduler", "aux_loss", "select", "mate", "mutate"}
 SPLITS = ("train", "valid", "test")
+TABLES = {cls.__name__: name for name, cls in CONFIGS.items()}
+# "GradientConfig.lr" in an error message: said as "[gradient] lr" to the config's author
+_FIELD = re.compile(r"\b(" + "|".join(TABLES) + r")\.(\w+)")
 
 
 class ConfigError(ValueError):
@@ -242,6 +246,46 @@ def import_path(path: str, key: str) -> Any:
 # -- building -----------------------------------------------------------------------------------
 
 
+def config_message(err: Exception, config: Mapping | None = None) -> str | None:
+    """An error naming ``GradientConfig.lr`` etc. as the config file says it: ``[gradient] lr``.
+
+    Args:
+        err: the error raised by a config or by the optimiser's checks.
+        config: the config, to add a hint when a ``TypeError`` is about a string that was
+            meant as a number, a bool or an import path.
+
+    Returns:
+        The message in the file's terms, or None if it names no config field.
+    """
+    message = str(err)
+    found = _FIELD.search(message)
+    if found is None:
+        return None
+    text = _FIELD.sub(lambda m: f"[{TABLES[m[1]]}] {m[2]}", message)
+    if not isinstance(err, TypeError) or not config:
+        return text
+    table, key = TABLES[found[1]], found[2]
+    return text + _string_hint(key, config.get(table, {}).get(key))
+
+
+def _string_hint(key: str, value: Any) -> str:
+    """Why a string ended up where a number, bool or callable belongs: strings never convert."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        pass
+    else:
+        return (" The file gives it as a string: write numbers unquoted (YAML reads 1e-3 as a "
+                "string; write 1.0e-3).")
+    if value.lower() in ("true", "false", "yes", "no", "on", "off"):
+        return " The file gives it as a string: write true or false, unquoted."
+    if key in CALLABLE_FIELDS and ":" not in value and key != "optimizer":
+        return ' Give a callable as an import path "package.module:attr".'
+    return ""
+
+
 def build_configs(config: dict) -> dict[str, Any]:
     """GradientConfig, GeneticConfig and StallConfig from their tables."""
     built = {}
@@ -253,13 +297,26 @@ def build_configs(config: dict) -> dict[str, Any]:
         try:
             built[name] = cls(**kwargs)
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"[{name}]: {err}") from err
+            raise ConfigError(config_message(err, config) or f"[{name}]: {err}") from err
     return built
 
 
 def split_data(data: Any) -> tuple[Any, Any, Any]:
-    """(train, valid, test) from a data factory's result; valid and test may be None."""
-    if isinstance(data, Mapping) and "train" in data and set(data) <= set(SPLITS):
+    """(train, valid, test) from a data factory's result; valid and test may be None.
+
+    A dict with a "train" key is a dict of splits, so its other keys must be splits too.
+
+    Raises:
+        ConfigError: if a dict of splits has a key other than "train", "valid" and "test".
+    """
+    if isinstance(data, Mapping) and "train" in data:
+        unknown = [key for key in data if key not in SPLITS]
+        if unknown:
+            raise ConfigError(
+                f"[task] data returned a dict with \"train\" and the unknown key(s) "
+                f"{', '.join(map(repr, unknown))}; allowed keys: {', '.join(SPLITS)} "
+                '("valid" picks the best weights, "test" is scored once at the end).'
+            )
         return data["train"], data.get("valid"), data.get("test")
     return data, None, None
 
@@ -303,7 +360,7 @@ def build(config: dict):
         opt = HybridOptimizer(model, score_fn, train, validation_data=valid, **options,
                               **configs)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"[optimizer]: {err}") from err
+        raise ConfigError(config_message(err, config) or f"[optimizer]: {err}") from err
     return opt, test, dict(config.get("fit", {}))
 
 
@@ -391,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(args.config, args.out, progress=not args.no_progress,
                       overrides=args.overrides)
     except ConfigError as err:
-        print(f"hybridopt: bad config {str(args.config)!r}: {err}", file=sys.stderr)
+        message = " ".join(str(err).split())  # one line, whatever the cause's message held
+        print(f"hybridopt: bad config {str(args.config)!r}: {message}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     test = summary["test_score"]
     print(f"best score {summary['best_score']:.4g} (train {summary['best_train_score']:.4g}), "

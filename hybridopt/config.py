@@ -8,19 +8,42 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from hybridopt.checks import UNIT, above, at_least, check_fields, field_error
 
-def _positive(owner: str, **values: float) -> None:
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{owner}.{name} must be > 0; got {name} = {value!r}.")
-
-
-def _unit(owner: str, **values: float) -> None:
-    for name, value in values.items():
-        if not 0 <= value <= 1:
-            raise ValueError(f"{owner}.{name} must be in [0, 1]; got {name} = {value!r}.")
+# Ranges of the number fields; the types come from the annotations (see hybridopt.checks).
+GRADIENT_RANGES = {
+    "samples": at_least(2),
+    "baseline_momentum": UNIT,
+    "entropy_coef": at_least(0),
+    "max_grad_norm": above(0),
+    "lr": above(0),
+    "warmup_steps": at_least(0),
+    "max_steps": at_least(1),
+}
+GENETIC_RANGES = {
+    "tournament_size": at_least(1),
+    "elite": at_least(0),
+    "crossover_prob": UNIT,
+    "blend_alpha": at_least(0),
+    "mutation_prob": UNIT,
+    "gene_mutation_prob": UNIT,
+    "mutation_scale": above(0),
+    "init_scale": above(0),
+    "init_scale_max": above(0),
+    "hall_of_fame": at_least(1),
+    "max_generations": at_least(1),
+}
+STALL_RANGES = {
+    "patience": at_least(1),
+    "gradient_patience": at_least(1),
+    "min_delta": at_least(0),
+    "min_steps": at_least(0),
+    "flat_patience": at_least(1),
+}
+# Keys of optimizer_kwargs that other fields (or make_optimizer itself) already pass
+RESERVED_OPTIMIZER_KWARGS = ("params", "lr")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +52,7 @@ class GradientConfig:
 
     samples: int = 16
     """K, action sequences sampled from the policy per step; each costs one evaluation."""
-    baseline: str = "loo"
+    baseline: Literal["loo", "running", "none"] = "loo"
     """"loo" (leave-one-out mean of the other K-1 scores), "running" (running mean of past
     scores, the classic one) or "none"."""
     baseline_momentum: float = 0.9
@@ -62,17 +85,27 @@ class GradientConfig:
     """Budget cap of one gradient phase, in steps; None = until it stalls."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.samples, int) or self.samples < 2:
-            raise ValueError(f"GradientConfig.samples must be an int >= 2; got {self.samples!r}.")
-        if self.baseline not in ("loo", "running", "none"):
-            raise ValueError(
-                f'GradientConfig.baseline must be "loo", "running" or "none"; '
-                f"got {self.baseline!r}."
+        check_fields(self, GRADIENT_RANGES)
+        kwargs = self.optimizer_kwargs
+        if not all(isinstance(key, str) for key in kwargs):
+            raise field_error(
+                "GradientConfig", "optimizer_kwargs", kwargs,
+                "a dict of keyword arguments with string keys", TypeError,
             )
-        _positive("GradientConfig", lr=self.lr)
-        _unit("GradientConfig", baseline_momentum=self.baseline_momentum)
-        if self.entropy_coef < 0:
-            raise ValueError(f"GradientConfig.entropy_coef must be >= 0; got {self.entropy_coef}.")
+        reserved = [key for key in RESERVED_OPTIMIZER_KWARGS if key in kwargs]
+        if reserved:
+            raise field_error(
+                "GradientConfig", "optimizer_kwargs", kwargs,
+                f"a dict without {' or '.join(map(repr, reserved))} (the learning rate is "
+                "GradientConfig.lr; the parameters are the model's)",
+            )
+        if kwargs and callable(self.optimizer):
+            # A factory is called as optimizer(params): the keywords would be ignored silently
+            raise field_error(
+                "GradientConfig", "optimizer_kwargs", kwargs,
+                "empty when optimizer is a factory (it is called as optimizer(params), so "
+                "put the keywords inside the factory, or name the optimizer instead)",
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,7 +116,7 @@ class GeneticConfig:
     """Individuals per selection tournament."""
     elite: int = 2
     """Best individuals copied unchanged into the next generation."""
-    crossover: str = "blend"
+    crossover: Literal["blend", "uniform"] = "blend"
     """Vectorised crossover: "blend" (BLX-alpha, as DEAP's cxBlend) or "uniform"."""
     crossover_prob: float = 0.5
     """Probability that a pair of parents is crossed."""
@@ -113,27 +146,11 @@ class GeneticConfig:
     """Your own vectorised mutation ``mutate(x [M, D], scale [D], generator) -> x'``."""
 
     def __post_init__(self) -> None:
-        if self.crossover not in ("blend", "uniform"):
-            raise ValueError(
-                f'GeneticConfig.crossover must be "blend" or "uniform"; got {self.crossover!r}.'
-            )
-        if self.tournament_size < 1:
-            raise ValueError(
-                f"GeneticConfig.tournament_size must be >= 1; got {self.tournament_size}."
-            )
-        if self.elite < 0:
-            raise ValueError(f"GeneticConfig.elite must be >= 0; got {self.elite}.")
-        _unit(
-            "GeneticConfig",
-            crossover_prob=self.crossover_prob,
-            mutation_prob=self.mutation_prob,
-            gene_mutation_prob=self.gene_mutation_prob,
-        )
-        _positive("GeneticConfig", mutation_scale=self.mutation_scale, init_scale=self.init_scale)
+        check_fields(self, GENETIC_RANGES)
         if self.init_scale_max < self.init_scale:
-            raise ValueError(
-                f"GeneticConfig.init_scale_max must be >= init_scale = {self.init_scale}; "
-                f"got {self.init_scale_max!r}."
+            raise field_error(
+                "GeneticConfig", "init_scale_max", self.init_scale_max,
+                f"a number >= init_scale = {self.init_scale!r}",
             )
 
 
@@ -151,7 +168,7 @@ class StallConfig:
     """Improvement of the best score that counts as progress (must exceed this)."""
     relative: bool = False
     """Read ``min_delta`` as a fraction of ``|best|`` instead of an absolute amount."""
-    monitor: str = "selection"
+    monitor: Literal["selection", "train"] = "selection"
     """"selection": the score that picks the best weights (validation when given);
     "train": the training score."""
     min_steps: int = 5
@@ -163,19 +180,7 @@ class StallConfig:
     mutations and keeps exploring instead."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.patience, int) or self.patience < 1:
-            raise ValueError(f"StallConfig.patience must be an int >= 1; got {self.patience!r}.")
-        if self.gradient_patience is not None and self.gradient_patience < 1:
-            raise ValueError(
-                f"StallConfig.gradient_patience must be >= 1 or None; "
-                f"got {self.gradient_patience!r}."
-            )
-        if self.min_delta < 0:
-            raise ValueError(f"StallConfig.min_delta must be >= 0; got {self.min_delta!r}.")
-        if self.monitor not in ("selection", "train"):
-            raise ValueError(
-                f'StallConfig.monitor must be "selection" or "train"; got {self.monitor!r}.'
-            )
+        check_fields(self, STALL_RANGES)
 
 
 def to_dict(config: Any) -> dict:

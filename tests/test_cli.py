@@ -101,7 +101,43 @@ def test_bad_config_exits_2_from_the_console_script(tmp_path):
         (("seed = 1", 'backend = "ray"\nbackend_options = { num_actor = 2 }'),
          "unknown backend_options ['num_actor']"),
         (("seed = 1", 'backend = "spark"'), "backend must be one of"),
-        (("patience = 2", "patience = 0"), "StallConfig.patience must be an int >= 1"),
+        (("patience = 2", "patience = 0"),
+         "[stall] patience must be an int >= 1; got patience = 0"),
+        # every field of [gradient], [genetic] and [stall] is checked, strings never converted
+        (("samples = 4", 'samples = 4\nlr = "fast"'),
+         "[gradient] lr must be a number > 0; got lr = 'fast' (str)."),
+        (("samples = 4", 'samples = 4\nlr = "1e-3"'),
+         "[gradient] lr must be a number > 0; got lr = '1e-3' (str). The file gives it as a "
+         "string: write numbers unquoted"),
+        (("samples = 4", 'samples = 4\nnormalize_advantages = "false"'),
+         "[gradient] normalize_advantages must be a bool (True or False); got "
+         "normalize_advantages = 'false' (str). The file gives it as a string: write true or"),
+        (("samples = 4", "samples = 4\nwarmup_steps = 1.5"),
+         "[gradient] warmup_steps must be an int >= 0; got warmup_steps = 1.5 (float)."),
+        (("samples = 4", 'samples = 4\nmax_grad_norm = "1"'),
+         "[gradient] max_grad_norm must be a number > 0 or None; got max_grad_norm = '1' (str)."),
+        (("samples = 4", 'samples = 4\noptimizer = "adamm"'),
+         "[gradient] optimizer must be a torch.optim optimiser name (adadelta, "),
+        (("samples = 4", "samples = 4\noptimizer_kwargs = { betas = [0.9] }"),
+         "[gradient] optimizer = 'adam' (torch.optim.Adam) with optimizer_kwargs = "
+         "{'betas': [0.9]}: torch.optim.Adam refused them: IndexError"),
+        (("samples = 4", "samples = 4\noptimizer_kwargs = { beta = 0.9 }"),
+         "[gradient] optimizer_kwargs has unknown keyword(s) ['beta'] for torch.optim.Adam"),
+        (("samples = 4", 'samples = 4\naux_loss = "ce"'),
+         "[gradient] aux_loss must be a callable or None; got aux_loss = 'ce' (str). Give a "
+         'callable as an import path "package.module:attr".'),
+        (("samples = 4", 'samples = 4\nscheduler = "builtins:id"'),
+         "[gradient] scheduler = <built-in function id> must return a learning-rate scheduler"),
+        (("samples = 4", 'samples = 4\naux_loss = "operator:is_"'),
+         "[gradient] aux_loss = <built-in function is_> must return a 0-d floating-point tensor"),
+        (("[stall]", "[genetic]\nhall_of_fame = 0\n\n[stall]"),
+         "[genetic] hall_of_fame must be an int >= 1; got hall_of_fame = 0 (int)."),
+        (("[stall]", "[genetic]\nelite = 8\n\n[stall]"),
+         "[genetic] elite must be an int with 1 <= elite < population_size = 8"),
+        (("[stall]", '[genetic]\ncrossover = "sbx"\n\n[stall]'),
+         '[genetic] crossover must be "blend" or "uniform"; got crossover = \'sbx\' (str).'),
+        (("patience = 2", "patience = 2\nrelative = 1"),
+         "[stall] relative must be a bool (True or False); got relative = 1 (int)."),
         (("trading_score", "no_such_score"), "has no attribute 'no_such_score'"),
         (('"hybridopt.tasks.trading:TradingSignalModel"', '"hybridopt.tasks.trading"'),
          'model must be an import path "package.module:attr"'),
@@ -117,7 +153,54 @@ def test_bad_config_names_the_key(tmp_path, capsys, change, message):
     assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err  # one line
     assert not (tmp_path / "run").exists()  # nothing written: it failed before any work
+
+
+def test_yaml_strings_are_not_numbers(tmp_path, capsys):
+    """YAML 1.1 reads 1e-3 as a string: the error says so instead of a guess."""
+    pytest.importorskip("yaml")
+    tomllib = pytest.importorskip("tomllib")
+    import yaml
+
+    config = tomllib.loads(TINY)
+    text = yaml.safe_dump(config) + "\n"
+    text = text.replace("  samples: 4\n", "  samples: 4\n  lr: 1e-3\n")
+    assert yaml.safe_load(text)["gradient"]["lr"] == "1e-3"
+    assert main(["run", str(_write(tmp_path, text, "tiny.yaml"))]) == 2
+    err = capsys.readouterr().err
+    assert "[gradient] lr must be a number > 0; got lr = '1e-3' (str)." in err
+    assert "write 1.0e-3" in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a CPU-only machine")
+def test_cuda_device_without_cuda(tmp_path, capsys):
+    config = _write(tmp_path, TINY.replace("seed = 1", 'seed = 1\ndevice = "cuda"'))
+    assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "[optimizer]: device = 'cuda' asks for CUDA" in err and err.count("\n") == 1
+
+
+TASK_MODULE = """
+from hybridopt.tasks.trading import make_trading_data
+
+
+def data(**kwargs):
+    splits = make_trading_data(**kwargs)
+    return {"train": splits["train"], "validation": splits["valid"]}
+"""
+
+
+def test_data_factory_with_an_unknown_split(tmp_path, capsys, monkeypatch):
+    (tmp_path / "hybridopt_cli_task.py").write_text(TASK_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = TINY.replace('"hybridopt.tasks.trading:make_trading_data"',
+                        '"hybridopt_cli_task:data"')
+    assert main(["run", str(_write(tmp_path, text)), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert ("[task] data returned a dict with \"train\" and the unknown key(s) 'validation'; "
+            "allowed keys: train, valid, test") in err
+    assert "[optimizer]" not in err and err.count("\n") == 1
 
 
 def test_config_file_errors(tmp_path, capsys):

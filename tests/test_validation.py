@@ -8,6 +8,7 @@ from conftest import hit_rate, mlp
 from torch import nn
 
 import hybridopt as ho
+from hybridopt.validation import check_options
 
 
 def good_score(actions, data):
@@ -132,9 +133,9 @@ def test_bad_options(kwargs, error, match):
     [
         (lambda: ho.GradientConfig(samples=1), "samples must be an int >= 2"),
         (lambda: ho.GradientConfig(baseline="mean"), "baseline must be"),
-        (lambda: ho.GradientConfig(lr=0), "lr must be > 0"),
+        (lambda: ho.GradientConfig(lr=0), "lr must be a number > 0"),
         (lambda: ho.GeneticConfig(crossover="sbx"), "crossover must be"),
-        (lambda: ho.GeneticConfig(mutation_prob=2), r"mutation_prob must be in \[0, 1\]"),
+        (lambda: ho.GeneticConfig(mutation_prob=2), r"mutation_prob must be a number in \[0, 1\]"),
         (lambda: ho.StallConfig(patience=0), "patience must be an int >= 1"),
     ],
 )
@@ -212,3 +213,176 @@ def test_more_bad_options(kwargs, error, match):
 def test_target_score_must_be_a_number():
     with pytest.raises(TypeError, match="target_score must be a number"):
         make().fit(target_score="high", progress=False)
+
+
+# -- options checked at the door: nothing runs before they are ----------------------------------
+
+
+class Counting:
+    """A score_fn that counts its calls (a vmapped call counts once)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, actions, data):
+        self.calls += 1
+        return (actions == data[1]).float().mean()
+
+
+def door_calls(**kw) -> int:
+    """score_fn calls a good optimiser makes when it is built: the door's own."""
+    score = Counting()
+    make(score=score, **kw)
+    return score.calls
+
+
+def _reduce_on_plateau(optimizer):
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+
+
+def _raise(*args):
+    raise ZeroDivisionError("broken factory")
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"gradient": {"optimizer": "adamm"}}, ValueError,
+         r"GradientConfig.optimizer must be a torch.optim optimiser name \(adadelta, .*sgd"),
+        ({"gradient": {"optimizer": "lr_scheduler"}}, ValueError, "optimizer must be a torch"),
+        ({"gradient": {"optimizer": "optimizer"}}, ValueError, "optimizer must be a torch.optim"),
+        ({"gradient": {"optimizer_kwargs": {"betas": [0.9]}}}, ValueError,
+         r"GradientConfig.optimizer = 'adam' \(torch.optim.Adam\) with optimizer_kwargs = "
+         r"\{'betas': \[0.9\]\}: .*refused them: IndexError"),
+        ({"gradient": {"optimizer_kwargs": {"betas": (1.5, 0.9)}}}, ValueError,
+         "Invalid beta parameter"),
+        ({"gradient": {"optimizer_kwargs": {"eps": "small"}}}, TypeError, "optimizer_kwargs = "),
+        ({"gradient": {"optimizer_kwargs": {"beta": 0.9}}}, TypeError,
+         r"GradientConfig.optimizer_kwargs has unknown keyword\(s\) \['beta'\] for "
+         r"torch.optim.Adam; allowed: betas, eps"),
+        ({"gradient": {"optimizer": "sgd", "optimizer_kwargs": {"momentum": -1}}}, ValueError,
+         "Invalid momentum value"),
+        ({"gradient": {"optimizer": "lbfgs"}}, ValueError,
+         r"optimizer.step\(\) failed .* closure"),
+        ({"gradient": {"optimizer": lambda params: 3}}, TypeError,
+         "GradientConfig.optimizer = .* must return a torch.optim.Optimizer; it returned int"),
+        ({"gradient": {"optimizer": _raise}}, ValueError,
+         "GradientConfig.optimizer = .* raised ZeroDivisionError: broken factory"),
+        ({"gradient": {"scheduler": lambda optimizer: 3}}, TypeError,
+         r"GradientConfig.scheduler = .* must return a learning-rate scheduler with step\(\) "
+         r"and state_dict\(\).* it returned int 3, without step and state_dict"),
+        ({"gradient": {"scheduler": _reduce_on_plateau}}, ValueError,
+         r"GradientConfig.scheduler = .*failed on step\(\).*missing 1 required positional"),
+        ({"gradient": {"scheduler": _raise}}, ValueError,
+         "GradientConfig.scheduler = .* raised ZeroDivisionError"),
+        ({"population_size": 4, "genetic": {"elite": 4}}, ValueError,
+         r"GeneticConfig.elite must be an int with 1 <= elite < population_size = 4 .*; "
+         r"got elite = 4 \(int\)."),
+        ({"population_size": 4, "genetic": {"elite": 9}}, ValueError, "elite < population_size"),
+        ({"genetic": {"elite": 0}}, ValueError, "1 <= elite < population_size = 300"),
+    ],
+)
+def test_bad_options_fail_before_any_work(kwargs, error, match):
+    for name, cls in (("gradient", ho.GradientConfig), ("genetic", ho.GeneticConfig)):
+        if name in kwargs:
+            kwargs = {**kwargs, name: cls(**kwargs[name])}
+    score = Counting()
+    with pytest.raises(error, match=match) as info:
+        make(score=score, **kwargs)
+    assert score.calls == 0  # raised before score_fn (or the model) ever ran
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_cuda():
+    score = Counting()
+    with pytest.raises(ValueError, match=r"device = 'cuda' asks for CUDA, but "
+                                         r"torch.cuda.is_available\(\) is False"):
+        make(score=score, device="cuda")
+    with pytest.raises(ValueError, match="device = 'cuda:1' asks for CUDA"):
+        make(score=score, device=torch.device("cuda:1"))
+    assert score.calls == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_device_out_of_range():
+    with pytest.raises(ValueError, match="CUDA device"):
+        make(device=f"cuda:{torch.cuda.device_count()}")
+
+
+def test_relations_with_other_options_are_skipped_when_they_do_not_apply():
+    # population_size not resolved yet: the elite relation is left to whoever resolves it
+    assert check_options(gradient=None, genetic=ho.GeneticConfig(elite=500), stall=None,
+                         population_size="auto", device="cpu") == torch.device("cpu")
+    # no genetic phase: its elites do not matter
+    make(phases=("gradient",), population_size=2)
+    # a factory sees the model's own parameter list, so grouping by position works
+    make(gradient=ho.GradientConfig(optimizer=lambda ps: torch.optim.SGD(
+        [{"params": ps[:2]}, {"params": ps[2:], "lr": 0.001}], lr=0.1)))
+    make(gradient=ho.GradientConfig(
+        optimizer="AdamW", optimizer_kwargs={"betas": (0.8, 0.9), "weight_decay": 0.1},
+        scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=2)))
+
+
+def _aux_float(logits, data):
+    return 0.5
+
+
+def _aux_vector(logits, data):
+    return logits.sum(-1)
+
+
+def _aux_long(logits, data):
+    return logits.argmax(-1).sum()
+
+
+def _aux_nan(logits, data):
+    return logits.sum() * float("nan")
+
+
+@pytest.mark.parametrize(
+    "aux, error, match",
+    [
+        (_aux_float, TypeError,
+         r"GradientConfig.aux_loss = .* must return a 0-d floating-point tensor .*returned "
+         r"float 0.5"),
+        (_aux_vector, TypeError, r"returned a tensor of shape \(32,\)"),
+        (_aux_long, TypeError, "and dtype torch.int64"),
+        (_aux_nan, ValueError, "GradientConfig.aux_loss = .* returned nan .*expected a finite"),
+        (_raise, ValueError,
+         r"GradientConfig.aux_loss = .* raised ZeroDivisionError: broken factory on the "
+         r"model's logits \(32, 3\)"),
+    ],
+)
+def test_bad_aux_loss_fails_at_the_door(aux, error, match):
+    score = Counting()
+    with pytest.raises(error, match=match) as info:
+        make(score=score, gradient=ho.GradientConfig(aux_loss=aux))
+    assert score.calls <= door_calls()
+    if aux is _raise:
+        assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+
+def test_good_aux_loss_passes_the_door():
+    make(gradient=ho.GradientConfig(
+        aux_loss=lambda logits, d: nn.functional.cross_entropy(logits, d[1])))
+
+
+def test_per_item_rewards_never_observed_fail_fast():
+    calls = {"n": 0}
+
+    def never_observed(actions, data):
+        calls["n"] += 1
+        return torch.full(actions.shape, float("nan"))
+
+    with pytest.raises(ValueError, match=r"per-item rewards .* NaN \(unobserved\) for every "
+                                         r"item of a sample of actions"):
+        make(score=never_observed)
+    assert calls["n"] <= door_calls()
+
+    def half_observed(actions, data):
+        rewards = (actions == data[1]).float()
+        rewards[::2] = float("nan")
+        return rewards
+
+    make(score=half_observed)  # some items observed: fine
