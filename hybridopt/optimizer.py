@@ -21,9 +21,10 @@ from hybridopt.phases.genetic import GeneticPhase
 from hybridopt.phases.gradient import GradientPhase
 from hybridopt.population.evaluate import PopulationEvaluator, resolve_device
 from hybridopt.population.flat import FlatParams
+from hybridopt.progress import Progress
 from hybridopt.result import FitResult
 from hybridopt.scoring import Scorer
-from hybridopt.validation import check_model_and_score
+from hybridopt.validation import check_model_and_score, check_options
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "vmap", "loop", "joblib", "ray")
@@ -133,6 +134,10 @@ class HybridOptimizer:
         ):
             if value is not None and not isinstance(value, cls):
                 raise TypeError(f"{name} must be a {cls.__name__}; got {type(value).__name__}.")
+        check_options(
+            gradient=gradient, genetic=genetic, stall=stall, population_size=population_size,
+            device=device, phases=self.phases, model=model,
+        )
         self.n = validate_data(data, "data")
         if episode_length is not None and episode_length > self.n:
             raise ValueError(
@@ -166,7 +171,7 @@ class HybridOptimizer:
         self.scorer = Scorer(score_fn)
         self.output_shape = check_model_and_score(
             self.model, self.scorer, self._episode(first=True), self.validation_data, seed,
-            self.device,
+            self.device, gradient=self.gradient_config,
         )
 
         self.evaluator = PopulationEvaluator(
@@ -340,7 +345,7 @@ class HybridOptimizer:
         self._stop_requested = False
         start = time.perf_counter()
         wall_before = self.history[-1]["wall_time"] if self.history else 0.0
-        bar = _progress_bar(progress, max_evaluations)
+        bar = Progress(progress, max_evaluations, initial=self.evaluations)
         stop_reason = ""
         idle = 0
         try:
@@ -364,13 +369,7 @@ class HybridOptimizer:
                     break
                 event = "on_step" if row["phase"] == "gradient" else "on_generation"
                 dispatch(callbacks, event, self, row)
-                if bar is not None:
-                    bar.update(row["evaluations"] - bar.n)
-                    bar.set_postfix(
-                        phase=row["phase"], score=f"{row['score']:.3g}",
-                        best=f"{row['best_score']:.3g}",
-                        evals_s=f"{row['evaluations'] / max(row['wall_time'], 1e-9):.0f}",
-                    )
+                bar.update(row)
                 reason = self.controller.check(
                     row["selection_score"] if self.stall_config.monitor == "selection"
                     else row["score"],
@@ -378,6 +377,9 @@ class HybridOptimizer:
                 )
                 if reason:
                     self._switch(reason, callbacks)
+                    s = self.switches[-1]
+                    bar.event(f"switch {s['from_phase']} -> {s['to_phase']} at "
+                              f"{s['evaluations']} evaluations: {s['reason']}")
                 if self.checkpoint_dir is not None and (
                     reason or len(self.history) % self.checkpoint_every == 0
                 ):
@@ -386,8 +388,7 @@ class HybridOptimizer:
             stop_reason = "interrupted"
             log.warning("interrupted: returning the best weights found so far")
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         if self.checkpoint_dir is not None and stop_reason != "interrupted":
             self.save_checkpoint()
         self.flat.load(self.model, self.best_weights)
@@ -601,11 +602,3 @@ class HybridOptimizer:
             stop_reason=stop_reason,
             nonfinite=self.nonfinite,
         )
-
-
-def _progress_bar(enabled: bool, total: int | None):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="eval", dynamic_ncols=True, leave=False)
