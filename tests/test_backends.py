@@ -11,7 +11,7 @@ from hybridopt import GeneticConfig, HybridOptimizer
 from hybridopt.backends import make_backend
 from hybridopt.backends.joblib_backend import JoblibOptions
 from hybridopt.backends.local import ShardScores, merge, shard_bounds
-from hybridopt.backends.ray_backend import RayOptions
+from hybridopt.backends.ray_options import RayOptions
 from hybridopt.data import slice_data
 from hybridopt.population.evaluate import PopulationEvaluator
 from hybridopt.population.flat import FlatParams
@@ -51,6 +51,7 @@ def test_joblib_equals_in_process_loop():
 
         # The same scores as the loop, whatever the population size and row slice
         backend, model, data = opt._distributed, mlp().eval(), make_bandit()
+        assert backend.worker_threads() == [1, 1]  # one torch thread per worker by default
         scorer = Scorer(np_hits)
         scorer.mode = "per_sequence"
         loop = PopulationEvaluator(model, scorer, FlatParams.from_module(model), method="loop")
@@ -118,6 +119,9 @@ def test_unknown_option_is_named_with_the_known_ones(name, known):
         ({"max_retries": -1}, "max_retries must be >= 0"),
         ({"max_retries": True}, "max_retries must be an int"),
         ({"timeout": 0}, "timeout must be > 0"),
+        ({"start_timeout": -5}, "start_timeout must be > 0"),
+        ({"start_timeout": "60"}, "start_timeout must be a number"),
+        ({"ship_code": "yes"}, "ship_code must be True or False"),
         ({"init_options": "num_cpus=2"}, "init_options must be a dict"),
     ],
 )
@@ -134,11 +138,18 @@ def test_bad_ray_option_values(options, message):
         ({"n_jobs": "2"}, "n_jobs must be an int"),
         ({"method": "fast"}, "method must be one of"),
         ({"timeout": -1}, "timeout must be > 0"),
+        ({"threads_per_worker": 0}, "threads_per_worker must be >= 1"),
+        ({"threads_per_worker": 1.5}, "threads_per_worker must be an int"),
     ],
 )
 def test_bad_joblib_option_values(options, message):
     with pytest.raises(ValueError, match=message):
         _make("joblib", **options)
+
+
+def test_joblib_threads_per_worker():
+    with _make("joblib", n_jobs=1, threads_per_worker=2) as backend:
+        assert backend.worker_threads() == [2]
 
 
 def test_optimizer_passes_backend_options_through():

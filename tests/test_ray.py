@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,8 +24,8 @@ from hybridopt.scoring import Scorer
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
-TESTS = str(Path(__file__).parent)
-# Tests use loopback addresses only; Ray rewrites 127.0.0.1, not 127.0.0.2.
+# Tests use loopback addresses only; Ray rewrites 127.0.0.1, not 127.0.0.2. A local Ray picks
+# free ports itself; its files go to a temp dir of its own, not the shared /tmp/ray.
 LOCAL_RAY = {"_node_ip_address": "127.0.0.2", "include_dashboard": False, "num_cpus": 4}
 
 
@@ -43,27 +46,46 @@ def _population(model, p, seed=0):
 def own_ray():
     """A backend that starts its own local Ray; the other tests reuse that Ray.
 
-    Closing it at the end must stop the Ray it started.
+    Closing it at the end must stop the Ray it started. The workers get nothing of the tests
+    on their ``sys.path``: the score functions of these modules travel by value.
     """
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "PYTHONPATH")}
+    saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray 2.60 turns token auth on by default
-    # Workers unpickle the score function from the tests' conftest module
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [TESTS, saved["PYTHONPATH"]]))
     if ray.is_initialized():
         pytest.skip("Ray is already initialised in this process")
+    temp_dir = tempfile.mkdtemp(prefix="hxlocal-")
     model = mlp().eval()
-    backend = _backend(model, make_bandit(), num_actors=2, init_options=LOCAL_RAY)
+    backend = _backend(model, make_bandit(), num_actors=2,
+                       init_options={**LOCAL_RAY, "_temp_dir": temp_dir})
     try:
         yield backend, model
     finally:
         backend.close()
         stopped = not ray.is_initialized()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        deadline = time.monotonic() + 15
+        while _naming(temp_dir) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _naming(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
     assert stopped, "the backend did not stop the Ray it started"
+    assert not left, f"processes of the local Ray left running: {left}"
+
+
+def _naming(text: str) -> list[int]:
+    """Live processes whose command line contains ``text``."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                found += [int(entry)] if stat.rsplit(")", 1)[1].split()[0] != "Z" else []
+        except (OSError, IndexError):  # gone meanwhile
+            continue
+    return found
 
 
 def test_scores_equal_in_process_vmap(own_ray):
@@ -79,7 +101,10 @@ def test_scores_equal_in_process_vmap(own_ray):
         got = backend.evaluate(population, bounds)
         assert torch.equal(got.scores, expected.scores)
         assert torch.equal(got.finite, expected.finite)
-    assert [w["device"] for w in backend.worker_info()] == ["cpu", "cpu"]
+    info = backend.worker_info()
+    assert [w["device"] for w in info] == ["cpu", "cpu"]
+    assert [w["threads"] for w in info] == [1, 1]  # one torch thread per CPU of the actor
+    assert set(backend.shipped) == {"conftest"}  # hit_rate's module, which workers lack
 
 
 def _fit(backend: str, episode_length=None, **options):
@@ -116,22 +141,51 @@ def _kill(pid: int) -> None:
 
 
 @pytest.mark.slow
-def test_restarted_actor_then_no_worker_left(own_ray):
+def test_replaced_actor_then_no_worker_left(own_ray):
     model = mlp().eval()
     data = make_bandit()
     population = _population(model, 30)
     reference = PopulationEvaluator(model, Scorer(hit_rate), FlatParams.from_module(model),
                                     method="vmap").evaluate(population, data)
     with _backend(model, data, num_actors=1, max_retries=1, timeout=60) as backend:
-        # Ray restarts the killed actor (max_restarts = max_retries) and its shard is re-run
+        # The killed actor is replaced (once: max_retries=1) and its shard is re-run
         pid = backend.worker_info()[0]["pid"]
         _kill(pid)
         assert torch.equal(backend.evaluate(population, None).scores, reference.scores)
         assert backend.worker_info()[0]["pid"] != pid
-        # Out of restarts: the next loss leaves no worker at all
+        # Out of replacements: the next loss leaves no worker at all
         _kill(backend.worker_info()[0]["pid"])
         with pytest.raises(RuntimeError, match="no Ray worker left"):
             backend.evaluate(population, None)
+
+
+def test_no_actor_can_start_is_a_clear_error(own_ray):
+    # 64 CPUs per actor on a 4-CPU Ray: Ray would queue the actor for ever
+    with pytest.raises(RuntimeError, match="no Ray actor started within start_timeout") as info:
+        _backend(mlp().eval(), make_bandit(), cpus_per_actor=64, start_timeout=2)
+    assert "64 CPU" in str(info.value) and "'CPU': 4.0" in str(info.value)
+
+
+def test_unpicklable_shipped_code_is_a_clear_error(own_ray, tmp_path, monkeypatch):
+    # A score function of a local module that holds a lock: pickled by value, it cannot travel
+    (tmp_path / "hxlocked.py").write_text(
+        "import threading\nLOCK = threading.Lock()\n\n"
+        "def score(actions, data):\n    with LOCK:\n        return 0.0\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import hxlocked
+
+    try:
+        with pytest.raises(TypeError, match="cannot send the model.*hxlocked.*ship_code=False"):
+            _backend(mlp().eval(), make_bandit(), score_fn=hxlocked.score, mode="per_sequence")
+        assert not ray.cloudpickle.list_registry_pickle_by_value()
+    finally:
+        sys.modules.pop("hxlocked", None)
+
+
+def test_actor_threads_follow_cpus_per_actor(own_ray):
+    with _backend(mlp().eval(), make_bandit(), num_actors=1, cpus_per_actor=2) as backend:
+        assert backend.worker_info()[0]["threads"] == 2
 
 
 def _failing_score(actions, data):

@@ -5,6 +5,9 @@ the model and the training data (sent once), and put the scores back in populati
 results are those of :class:`~hybridopt.population.evaluate.PopulationEvaluator` in one process.
 
 Ray and joblib are imported only when a backend is made, so ``import hybridopt`` stays fast.
+Workers run torch with one thread per CPU they were given (joblib: ``threads_per_worker``, 1;
+ray: ``cpus_per_actor`` rounded). :mod:`hybridopt.backends.ray_code` carries the user's own
+modules to Ray workers.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def check_backend_options(name: str, options: dict) -> None:
 
         parse_options(name, JoblibOptions, options)
     elif name == "ray":
-        from hybridopt.backends.ray_backend import RayOptions
+        from hybridopt.backends.ray_options import RayOptions
 
         parse_options(name, RayOptions, options)
     else:

@@ -3,7 +3,9 @@
 Meant for score functions written in plain Python or numpy, which ``torch.func.vmap`` cannot
 batch: scoring then costs one Python call per individual, and processes run those calls in
 parallel. The model and the data are sent once per worker process (loky's initializer), not with
-every shard; a shard travels as a numpy array. Workers run on the CPU.
+every shard; a shard travels as a numpy array. Workers run on the CPU, each with
+``threads_per_worker`` torch threads (1 by default: the processes are the parallelism, and more
+threads per process would only make ``n_jobs`` processes fight over the cores).
 """
 
 from __future__ import annotations
@@ -40,11 +42,15 @@ class JoblibOptions:
     """How each worker computes actions: "loop" (the reference), "vmap" or "auto"."""
     timeout: float | None = 600.0
     """Seconds a generation's shards may take before a ``TimeoutError``; None = no limit."""
+    threads_per_worker: int = 1
+    """Torch intra-op threads in each worker process."""
 
     def __post_init__(self) -> None:
         if self.n_jobs != -1:
             check_number("JoblibOptions", "n_jobs", self.n_jobs, 1, integer=True)
         check_method("JoblibOptions", self.method)
+        check_number("JoblibOptions", "threads_per_worker", self.threads_per_worker, 1,
+                     integer=True)
         check_number("JoblibOptions", "timeout", self.timeout, 0, strict=True, allow_none=True)
 
     @property
@@ -57,6 +63,13 @@ def _init_worker(spec: WorkerSpec, data, num_threads: int) -> None:
     """Build this process's worker once, when loky starts the process."""
     global _WORKER
     _WORKER = Worker(spec, data, "cpu", num_threads)
+
+
+def _threads() -> int:
+    """Torch threads of this worker process."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _evaluate_shard(shard, bounds: Bounds) -> ShardScores:
@@ -93,10 +106,9 @@ class JoblibBackend:
             model=cpu_model(model), score_fn=score_fn, score_mode=score_mode, flat=flat,
             method=self.options.method, chunk_size=chunk_size,
         )
-        threads = max(1, (os.cpu_count() or 1) // workers)
         self._executor = ProcessPoolExecutor(
             max_workers=workers, initializer=_init_worker,
-            initargs=(spec, data_to(data, "cpu"), threads),
+            initargs=(spec, data_to(data, "cpu"), self.options.threads_per_worker),
         )
 
     def evaluate(self, population: Tensor, bounds: Bounds) -> ScoreBatch:
@@ -118,6 +130,11 @@ class JoblibBackend:
                 f"a joblib worker process died while scoring the population ({err}); "
                 "backend='ray' re-runs lost shards, this backend does not."
             ) from err
+
+    def worker_threads(self) -> list[int]:
+        """Torch threads of the worker processes (one answer per submitted call)."""
+        futures = [self._executor.submit(_threads) for _ in range(self.options.workers)]
+        return [f.result(timeout=self.options.timeout) for f in futures]
 
     def close(self) -> None:
         """Stop the worker processes."""
