@@ -21,6 +21,7 @@ GRADIENT_RANGES = {
     "lr": above(0),
     "warmup_steps": at_least(0),
     "max_steps": at_least(1),
+    "patience": at_least(1),
 }
 GENETIC_RANGES = {
     "tournament_size": at_least(1),
@@ -34,10 +35,18 @@ GENETIC_RANGES = {
     "init_scale_max": above(0),
     "hall_of_fame": at_least(1),
     "max_generations": at_least(1),
+    "patience": at_least(1),
+}
+ES_RANGES = {
+    "population_size": at_least(2),
+    "init_sigma": above(0),
+    "center_lr": above(0),
+    "sigma_lr": above(0),
+    "patience": at_least(1),
+    "max_generations": at_least(1),
 }
 STALL_RANGES = {
     "patience": at_least(1),
-    "gradient_patience": at_least(1),
     "min_delta": at_least(0),
     "min_steps": at_least(0),
     "flat_patience": at_least(1),
@@ -83,6 +92,9 @@ class GradientConfig:
     """Weight of ``aux_loss`` in the total loss."""
     max_steps: int | None = None
     """Budget cap of one gradient phase, in steps; None = until it stalls."""
+    patience: int = 60
+    """Steps without a new best before the phase counts as stalled: a step costs ``samples + 1``
+    evaluations, a generation about ``population_size``, so steps get more checks."""
 
     def __post_init__(self) -> None:
         check_fields(self, GRADIENT_RANGES)
@@ -138,6 +150,9 @@ class GeneticConfig:
     """Size of DEAP's HallOfFame of the best individuals ever seen."""
     max_generations: int | None = None
     """Budget cap of one genetic phase, in generations; None = until it stalls."""
+    patience: int | None = None
+    """Generations without a new best before the phase counts as stalled; None: the
+    controller's ``StallConfig.patience``."""
     select: Callable[..., Any] | None = None
     """Your own DEAP selection ``select(individuals, k) -> list``; default tournament."""
     mate: Callable[..., Any] | None = None
@@ -155,15 +170,37 @@ class GeneticConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ESConfig:
+    """Settings of the SNES phase (separable natural evolution strategies) over flat weights."""
+
+    population_size: int | None = None
+    """Samples per generation (rounded up to even: mirrored pairs); None: the literature's
+    4 + floor(3 ln D)."""
+    init_sigma: float = 1.0
+    """Starting sigma of each weight, relative to its parameter tensor's RMS."""
+    center_lr: float = 1.0
+    """Learning rate of the centre (the literature's 1)."""
+    sigma_lr: float | None = None
+    """Learning rate of log sigma; None: the literature's (3 + ln D) / (5 sqrt D)."""
+    mirrored: bool = True
+    """Antithetic samples: each noise vector is used as +e and -e."""
+    patience: int | None = 30
+    """Generations without a new best before the phase counts as stalled; None: the
+    controller's ``StallConfig.patience``."""
+    max_generations: int | None = None
+    """Budget cap of one SNES phase, in generations; None = until it stalls."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, ES_RANGES)
+
+
+@dataclass(frozen=True, kw_only=True)
 class StallConfig:
     """When the controller decides a phase has stalled and switches to the other one."""
 
     patience: int = 15
-    """Checks (generations, or steps when ``gradient_patience`` is None) without improvement
-    before a switch."""
-    gradient_patience: int | None = 60
-    """Patience of the gradient phase, in steps: a step costs ``samples + 1`` evaluations,
-    a generation about ``population_size``, so steps get more checks."""
+    """Checks without improvement before a switch, for a phase that sets no patience of its
+    own (``GradientConfig.patience``, ``GeneticConfig.patience``, ``ESConfig.patience``)."""
     min_delta: float = 0.0
     """Improvement of the best score that counts as progress (must exceed this)."""
     relative: bool = False
