@@ -13,7 +13,9 @@ import random
 from collections.abc import Iterator
 
 import numpy as np
+import torch
 from deap import base, creator, tools
+from torch import Tensor
 
 if not hasattr(creator, "HybridFitnessMax"):
     creator.create("HybridFitnessMax", base.Fitness, weights=(1.0,))
@@ -75,3 +77,104 @@ def private_random(rng: random.Random) -> Iterator[None]:
     finally:
         rng.setstate(random.getstate())
         random.setstate(saved)
+
+
+# --- several objectives: NSGA-II --------------------------------------------------------------
+# DEAP's fitness weights fix the number of objectives, so there is one fitness type per M; each
+# is created in creator once per process, on first use (M is known only from the score_fn).
+
+
+def _multi_fitness(m: int) -> type:
+    """DEAP's fitness type maximising ``m`` objectives (``HybridFitnessMax{m}``)."""
+    name = f"HybridFitnessMax{m}"
+    if not hasattr(creator, name):
+        creator.create(name, base.Fitness, weights=(1.0,) * m)
+    return getattr(creator, name)
+
+
+class _Ranked:
+    """A lightweight NSGA-II member: its row in the objectives tensor and a DEAP fitness."""
+
+    __slots__ = ("index", "fitness")
+
+    def __init__(self, index: int, fitness) -> None:
+        self.index = index
+        self.fitness = fitness
+
+
+def _finite_stand_ins(objectives: Tensor) -> np.ndarray:
+    """Objectives as float64 numpy, non-finite values replaced by something worse than any
+    finite value of their column (DEAP's crowding distance would turn inf into NaN)."""
+    o = objectives.detach().to(torch.float64).cpu().numpy().copy()
+    finite = np.isfinite(o)
+    for j in range(o.shape[1]):  # a loop over the M objectives, not over members
+        column = o[finite[:, j], j]
+        worst = column.min() - (column.max() - column.min()) - 1.0 if column.size else 0.0
+        o[~finite[:, j], j] = worst
+    return o
+
+
+def _members(objectives: Tensor) -> list[_Ranked]:
+    if objectives.dim() != 2 or objectives.shape[1] < 1:
+        raise ValueError(f"objectives must be [P, M]; got shape {tuple(objectives.shape)}.")
+    fitness = _multi_fitness(objectives.shape[1])
+    return [_Ranked(i, fitness(tuple(row))) for i, row in enumerate(_finite_stand_ins(objectives))]
+
+
+def _indices(members) -> Tensor:
+    return torch.tensor([m.index for m in members], dtype=torch.long)
+
+
+def nsga2_select(objectives: Tensor, k: int, rng: random.Random | None = None) -> Tensor:
+    """The ``k`` survivors of NSGA-II (DEAP's ``selNSGA2``) among ``objectives`` ``[P, M]``.
+
+    Whole fronts first, in rank order; the front that does not fit is cut by crowding distance
+    (its extreme points, at infinite distance, are kept first). Non-finite objectives count as
+    worse than any finite value. selNSGA2 draws nothing; ``rng``, if given, is lent to DEAP
+    anyway (see :func:`private_random`).
+
+    Returns:
+        ``[k]`` long row indices, best front first.
+    """
+    if not 0 <= k <= len(objectives):
+        raise ValueError(f"nsga2_select needs 0 <= k <= P = {len(objectives)}; got k = {k}.")
+    members = _members(objectives)
+    with private_random(rng) if rng is not None else contextlib.nullcontext():
+        chosen = tools.selNSGA2(members, k)
+    return _indices(chosen)
+
+
+def nondominated_fronts(objectives: Tensor) -> list[Tensor]:
+    """The Pareto fronts of ``objectives`` ``[P, M]`` (DEAP's ``sortNondominated``), best first.
+
+    Returns:
+        One long tensor of row indices per front; together they hold every row once.
+    """
+    if not len(objectives):
+        return []
+    members = _members(objectives)
+    fronts = tools.sortNondominated(members, len(members))
+    return [_indices(front) for front in fronts]
+
+
+def rank_and_crowding(objectives: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row's front rank (0 = non-dominated) and its crowding distance within its front.
+
+    DEAP's ``sortNondominated`` and ``assignCrowdingDist``; the inputs of
+    :func:`hybridopt.objectives.crowded_tournament` (NSGA-II's parent selection).
+
+    Returns:
+        ``([P] long ranks, [P] float64 crowding distances, inf at each front's ends)``.
+    """
+    members = _members(objectives)
+    rank = torch.zeros(len(members), dtype=torch.long)
+    crowding = torch.zeros(len(members), dtype=torch.float64)
+    if not members:
+        return rank, crowding
+    for r, front in enumerate(tools.sortNondominated(members, len(members))):
+        tools.emo.assignCrowdingDist(front)
+        index = _indices(front)
+        rank[index] = r
+        distances = [m.fitness.crowding_dist for m in front]
+        crowding[index] = torch.tensor(distances, dtype=torch.float64)
+    return rank, crowding

@@ -33,6 +33,7 @@ __all__ = [
     "make_trading_data",
     "momentum_heuristic",
     "synthetic_prices",
+    "trading_objectives",
     "trading_score",
 ]
 
@@ -184,6 +185,73 @@ def make_trading_data(
     return out
 
 
+def _check_actions(actions: torch.Tensor, next_return: torch.Tensor) -> None:
+    """The checks both trading scores make on ``actions`` ``[N]`` or ``[B, N]``."""
+    if actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool:
+        raise TypeError(f"actions must be an integer tensor, got dtype {actions.dtype}")
+    if actions.dim() not in (1, 2):
+        raise ValueError(f"actions must have shape [N] or [B, N], got {tuple(actions.shape)}")
+    n = actions.shape[-1]
+    if next_return.dim() != 1 or next_return.shape[0] != n:
+        raise ValueError(
+            f"actions have N={n} steps but data['next_return'] has shape {tuple(next_return.shape)}"
+        )
+    if n == 0:
+        raise ValueError("actions must have at least one step, got N=0")
+    if actions.numel() and bool(((actions < 0) | (actions > 2)).any()):
+        raise ValueError(
+            f"actions must be in {{0, 1, 2}}, got values in "
+            f"[{int(actions.min())}, {int(actions.max())}]"
+        )
+
+
+def _hits_and_ops(actions: torch.Tensor, next_return: torch.Tensor):
+    """Float32 counts of hits and of operations (BUY or SELL) along the last dimension."""
+    r = next_return.to(device=actions.device)
+    buy = actions == BUY
+    sell = actions == SELL
+    hits = ((buy & (r > 0)) | (sell & (r < 0))).sum(dim=-1).to(torch.float32)
+    ops = (buy | sell).sum(dim=-1).to(torch.float32)
+    return hits, ops
+
+
+@batched
+def trading_objectives(
+    actions: torch.Tensor, data: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Two objectives of a policy's actions, both maximised: how right and how active it is.
+
+    * ``success_rate = hits / ops``: the fraction of its operations (BUY or SELL) whose
+      direction matches the sign of the next return (a zero return is a miss); 0 for a policy
+      that never trades (nothing to be right about, so it is dominated by any that trades);
+    * ``operation_rate = ops / N``: the fraction of the rows on which it trades.
+
+    Use with ``HybridOptimizer(..., objectives=["success_rate", "operation_rate"])``: the front
+    is the trade-off between trading rarely and precisely and trading often. A random policy
+    has success rate ~0.5 at any operation rate; :func:`trading_score` is
+    ``100 * (2 * success_rate - 1) * sqrt(operation_rate)``.
+
+    Args:
+        actions: Integer tensor of actions, shape ``[N]`` or ``[B, N]``.
+        data: Split dict; only ``data["next_return"]`` (shape ``[N]``) is used.
+
+    Returns:
+        ``{"success_rate": ..., "operation_rate": ...}``, float32, each 0-d for ``[N]``
+        actions and ``[B]`` for ``[B, N]``.
+
+    Raises:
+        ValueError: If shapes do not match, ``N`` is 0 or an action is not 0, 1 or 2.
+        TypeError: If ``actions`` is not an integer tensor.
+    """
+    next_return = data["next_return"]
+    _check_actions(actions, next_return)
+    hits, ops = _hits_and_ops(actions, next_return)
+    return {
+        "success_rate": hits / ops.clamp_min(1.0),
+        "operation_rate": ops / actions.shape[-1],
+    }
+
+
 @batched
 def trading_score(actions: torch.Tensor, data: dict[str, torch.Tensor]) -> torch.Tensor:
     """Score a policy's actions over a whole dataset (higher is better).
@@ -220,27 +288,9 @@ def trading_score(actions: torch.Tensor, data: dict[str, torch.Tensor]) -> torch
         TypeError: If ``actions`` is not an integer tensor.
     """
     next_return = data["next_return"]
-    if actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool:
-        raise TypeError(f"actions must be an integer tensor, got dtype {actions.dtype}")
-    if actions.dim() not in (1, 2):
-        raise ValueError(f"actions must have shape [N] or [B, N], got {tuple(actions.shape)}")
+    _check_actions(actions, next_return)
     n = actions.shape[-1]
-    if next_return.dim() != 1 or next_return.shape[0] != n:
-        raise ValueError(
-            f"actions have N={n} steps but data['next_return'] has shape {tuple(next_return.shape)}"
-        )
-    if n == 0:
-        raise ValueError("actions must have at least one step, got N=0")
-    if actions.numel() and bool(((actions < 0) | (actions > 2)).any()):
-        raise ValueError(
-            f"actions must be in {{0, 1, 2}}, got values in "
-            f"[{int(actions.min())}, {int(actions.max())}]"
-        )
-    r = next_return.to(device=actions.device)
-    buy = actions == BUY
-    sell = actions == SELL
-    hits = ((buy & (r > 0)) | (sell & (r < 0))).sum(dim=-1).to(torch.float32)
-    ops = (buy | sell).sum(dim=-1).to(torch.float32)
+    hits, ops = _hits_and_ops(actions, next_return)
     misses = ops - hits
     return 100.0 * (hits - misses) / torch.sqrt(ops.clamp_min(1.0) * n)
 
