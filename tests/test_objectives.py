@@ -399,6 +399,18 @@ def test_nondominated_fronts_partition_by_rank():
             assert torch.allclose(crowding[front], crowding_distance(o[front]))
 
 
+@pytest.mark.parametrize("m", [2, 3])
+def test_log_and_standard_sorting_give_the_same_fronts(m):
+    o = torch.randint(0, 6, (80, m), generator=torch.Generator().manual_seed(m)).double()
+    o[7] = math.inf
+    fast, slow = nondominated_fronts(o, nd="log"), nondominated_fronts(o, nd="standard")
+    assert [sorted(f.tolist()) for f in fast] == [sorted(f.tolist()) for f in slow]
+    k = sum(len(f) for f in fast[:3])  # a cut at a front boundary: no crowding ties decide
+    assert sorted(nsga2_select(o, k).tolist()) == sorted(nsga2_select(o, k, nd="standard").tolist())
+    with pytest.raises(ValueError, match="nd must be"):
+        nsga2_select(o, 3, nd="fast")
+
+
 # --- the front as a result ----------------------------------------------------------------------
 
 
