@@ -210,3 +210,13 @@ def check_fields(config: Any, ranges: Mapping[str, Range] | None = None) -> None
             raise field_error(owner, name, value, _expected(spec, rule, finite=True))
         if rule is not None and {"int", "float"} & set(kinds) and value not in rule:
             raise field_error(owner, name, value, _expected(spec, rule))
+
+
+def check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
+    """An option that must be an int >= ``minimum`` (bools refused), or None if allowed."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}; got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {name} = {value}.")

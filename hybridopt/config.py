@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hybridopt.checks import UNIT, above, at_least, check_fields, field_error
+from hybridopt.checks import UNIT, above, at_least, between, check_fields, field_error
 
 # Ranges of the number fields; the types come from the annotations (see hybridopt.checks).
 GRADIENT_RANGES = {
@@ -22,6 +22,10 @@ GRADIENT_RANGES = {
     "warmup_steps": at_least(0),
     "max_steps": at_least(1),
     "patience": at_least(1),
+    "collapse_patience": at_least(1),
+    "collapse_drop": above(0),
+    "collapse_entropy": at_least(0),
+    "revert_lr_factor": UNIT,
 }
 GENETIC_RANGES = {
     "tournament_size": at_least(1),
@@ -50,6 +54,7 @@ STALL_RANGES = {
     "min_delta": at_least(0),
     "min_steps": at_least(0),
     "flat_patience": at_least(1),
+    "max_share": between(0, 1),
 }
 # Keys of optimizer_kwargs that other fields (or make_optimizer itself) already pass
 RESERVED_OPTIMIZER_KWARGS = ("params", "lr")
@@ -92,6 +97,16 @@ class GradientConfig:
     """Weight of ``aux_loss`` in the total loss."""
     max_steps: int | None = None
     """Budget cap of one gradient phase, in steps; None = until it stalls."""
+    collapse_patience: int | None = 20
+    """Collapse guard: steps in a row with the policy collapsed (entropy below
+    ``collapse_entropy``) or the mean sampled score more than ``collapse_drop`` below the visit's
+    best, before the model reverts to that best step's weights; None turns the guard off."""
+    collapse_drop: float = 0.25
+    """Relative fall of the mean sampled score below the visit's best that counts as bad."""
+    collapse_entropy: float = 0.05
+    """Mean per-row policy entropy (nats) below which the policy counts as collapsed."""
+    revert_lr_factor: float = 0.5
+    """Each revert multiplies the learning rate by this."""
     patience: int = 60
     """Steps without a new best before the phase counts as stalled: a step costs ``samples + 1``
     evaluations, a generation about ``population_size``, so steps get more checks."""
@@ -215,6 +230,14 @@ class StallConfig:
     exactly zero: a flat score, as pycma's flat-fitness criterion) before a switch. A flat
     generation of the genetic phase does not count towards its patience: it widens its
     mutations and keeps exploring instead."""
+
+    max_share: float | None = 0.5
+    """A phase visit ends once it has spent this fraction of ``fit``'s ``max_evaluations``, so
+    one phase cannot take the whole budget (None: no share)."""
+    start_from: Literal["best", "handoff"] = "best"
+    """Where the next phase starts: "best", the best weights by the selection score (the
+    validation score when given), so a switch never continues from a degraded model; or
+    "handoff", where the last phase ended (its hall of fame's best, or the model)."""
 
     def __post_init__(self) -> None:
         check_fields(self, STALL_RANGES)

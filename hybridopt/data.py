@@ -96,3 +96,35 @@ def map_data(data: Data, fn) -> Data:
     if isinstance(data, Mapping):
         return {k: fn(v) for k, v in data.items()}
     return type(data)(fn(v) for v in data) if isinstance(data, tuple) else [fn(v) for v in data]
+
+
+def concat_data(a: Data, b: Data) -> Data:
+    """The rows of ``a`` followed by those of ``b`` (same structure), e.g. train ∪ valid."""
+    if isinstance(a, Tensor):
+        return torch.cat([a, b.to(a.device)])
+    if isinstance(a, Mapping):
+        return {k: concat_data(a[k], b[k]) for k in a}
+    return type(a)(concat_data(x, y) for x, y in zip(a, b))
+
+
+def check_like(data: Data, reference: Data, name: str = "data") -> int:
+    """Check that ``data`` has ``reference``'s structure (kind, keys or length, and each
+    tensor's trailing shape and dtype kind); return its N.
+
+    Raises:
+        TypeError, ValueError: naming the first difference.
+    """
+    n = validate_data(data, name)
+    mine, theirs = _leaves(data), _leaves(reference)
+    if type(data) is not type(reference) or [k for k, _ in mine] != [k for k, _ in theirs]:
+        raise TypeError(
+            f"{name} must be structured like the training data "
+            f"({[k or '(tensor)' for k, _ in theirs]}); got {[k or '(tensor)' for k, _ in mine]}."
+        )
+    for (key, a), (_, b) in zip(mine, theirs):
+        if a.shape[1:] != b.shape[1:] or a.is_floating_point() != b.is_floating_point():
+            raise ValueError(
+                f"{name}{key} must be shaped [N, {', '.join(map(str, b.shape[1:]))}] with a "
+                f"{b.dtype} like the training data; got {tuple(a.shape)} {a.dtype}."
+            )
+    return n

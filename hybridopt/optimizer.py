@@ -1,4 +1,4 @@
-"""HybridOptimizer and FitResult: the public face of hybridopt."""
+"""HybridOptimizer: the public face of hybridopt; validates, wires the parts, runs the loop."""
 
 from __future__ import annotations
 
@@ -13,73 +13,67 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hybridopt.callbacks import dispatch, validate_callbacks
-from hybridopt.config import GeneticConfig, GradientConfig, StallConfig
-from hybridopt.controller import Controller, validate_phases
-from hybridopt.data import Data, data_to, model_input, slice_data, validate_data
-from hybridopt.phases.genetic import GeneticPhase
-from hybridopt.phases.gradient import GradientPhase
+from hybridopt.callbacks import validate_callbacks
+from hybridopt.checks import check_int
+from hybridopt.config import ESConfig, GeneticConfig, GradientConfig, StallConfig
+from hybridopt.controller import Controller
+from hybridopt.data import Data, check_like, data_to, model_input, slice_data, validate_data
+from hybridopt.outputs import resolve_outputs
+from hybridopt.phases import PhaseContext, build_phases, validate_phases
 from hybridopt.population.evaluate import PopulationEvaluator, resolve_device
 from hybridopt.population.flat import FlatParams
-from hybridopt.progress import Progress
+from hybridopt.population.size import resolve_population_size
 from hybridopt.result import FitResult
+from hybridopt.run_loop import Budget, run
 from hybridopt.scoring import Scorer
+from hybridopt.selection import Selection, check_selection
 from hybridopt.validation import check_model_and_score, check_options
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "vmap", "loop", "joblib", "ray")
 IN_PROCESS = ("auto", "vmap", "loop")
-IDLE_LIMIT = 10  # steps in a row without a single evaluation before a run ends as converged
-
-
-def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}; got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {name} = {value}.")
 
 
 class HybridOptimizer:
     """Maximise a non-differentiable score of a model's discrete actions.
 
-    Alternates a policy-gradient phase (REINFORCE with a baseline) and a genetic phase (a DEAP
-    population of flat weight vectors evaluated in vectorised batches), switching when progress
-    stalls.
+    Alternates search phases (by default a policy-gradient learner and a genetic algorithm
+    over the flat weights, evaluated in vectorised batches), switching when progress stalls.
 
     Args:
-        model: maps inputs ``[N, ...]`` to logits ``[N, A]`` or ``[N, H, A]``.
+        model: maps inputs ``[N, ...]`` to logits ``[N, A]`` or ``[N, H, A]`` (or
+            probabilities / log-probabilities: see ``outputs``).
         score_fn: ``score_fn(actions, data) -> float`` (higher is better), or per-item rewards
             shaped like ``actions`` with NaN where unobserved; see :func:`hybridopt.batched`.
         data: a tensor, or a tuple/list/dict of tensors sharing the leading length N; the model
             input is the tensor, ``data[0]`` or ``data["x"]``.
-        phases: the phases allowed, in order; the first starts. ``("gradient",)`` or
-            ``("genetic",)`` give the pure methods.
-        population_size: P, individuals of the genetic phase.
+        phases: built-in phase names ("gradient", "genetic", "es") or phase objects
+            (:class:`hybridopt.phases.base.Phase`), in order; the first starts.
+        population_size: individuals per generation of the genetic phase; "auto" sizes it
+            from the dimension and the first ``fit``'s budget
+            (:func:`hybridopt.population.size.auto_population_size`).
         episode_length: rows per episode (contiguous slices sampled each step); None = the whole
             data is one episode.
-        validation_data: if given, the best weights are chosen by the score on this data.
-        backend: how populations are evaluated: "auto" (in process, the faster of vmap and
-            loop, measured), "vmap", "loop", "joblib" (local processes) or "ray" (actors).
-        address: Ray cluster address for ``backend="ray"``; None: ``RAY_ADDRESS``, else a
-            local Ray.
-        backend_options: options of the "joblib"/"ray" backend (e.g. ``num_actors``,
-            ``cpus_per_actor``, ``gpus_per_actor``, ``n_jobs``, ``max_retries``).
-        device: "auto" (CUDA when available) or a torch device; model and data are moved there.
+        validation_data: if given, the best weights are chosen with it (see ``selection``).
+        selection: "union" (score on training + validation rows) or "validation" (validation
+            rows only); see :mod:`hybridopt.selection`.
+        outputs: "auto", "logits", "probs" or "log_probs" (see :mod:`hybridopt.outputs`).
+        precision: population evaluation in "float32", "bfloat16", "float16" (CUDA) or "auto";
+            kept best scores are always float32.
+        threads: torch threads during ``fit`` (None: as torch has it).
+        backend: "auto" (in process, the faster of vmap and loop, measured), "vmap", "loop",
+            "joblib" (local processes) or "ray" (actors).
+        address: Ray cluster address for ``backend="ray"``; None: ``RAY_ADDRESS`` or local.
+        backend_options: options of the "joblib"/"ray" backend.
+        device: "auto" (CUDA when available) or a torch device.
         seed: seed of the optimiser's own generators; same seed, same result.
-        gradient: settings of the gradient phase.
-        genetic: settings of the genetic phase.
-        stall: when a phase counts as stalled.
+        gradient, genetic, es: settings of the built-in phases; stall: of the controller.
         chunk_size: individuals per vmap call (None: sized from memory).
-        checkpoint_dir: if given, a checkpoint is written there every ``checkpoint_every``
-            steps or generations, at every phase switch and at the end of ``fit``;
-            ``fit(resume=True)`` continues from the latest one.
-        checkpoint_every: steps or generations between periodic checkpoints.
+        checkpoint_dir: if given, checkpoints go there every ``checkpoint_every`` steps, at
+            every switch and at the end of ``fit``; ``fit(resume=True)`` continues from it.
 
     Raises:
-        TypeError, ValueError: on bad input, before any long work (``score_fn`` is called once
-            on a sample of actions).
+        TypeError, ValueError: on bad input, before any long work.
 
     Example:
         >>> opt = HybridOptimizer(model, score_fn, data=(x, next_return), seed=0)
@@ -93,10 +87,14 @@ class HybridOptimizer:
         score_fn: Callable[..., Any],
         data: Data,
         *,
-        phases: tuple[str, ...] = ("gradient", "genetic"),
-        population_size: int = 300,
+        phases: tuple[Any, ...] = ("gradient", "genetic"),
+        population_size: int | str = "auto",
         episode_length: int | None = None,
         validation_data: Data | None = None,
+        selection: str = "union",
+        outputs: str = "auto",
+        precision: str = "float32",
+        threads: int | None = None,
         backend: str = "auto",
         address: str | None = None,
         backend_options: dict | None = None,
@@ -104,19 +102,22 @@ class HybridOptimizer:
         seed: int = 0,
         gradient: GradientConfig | None = None,
         genetic: GeneticConfig | None = None,
+        es: ESConfig | None = None,
         stall: StallConfig | None = None,
         chunk_size: int | None = None,
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 10,
     ) -> None:
-        # Validate at the door
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
         self.phases = validate_phases(phases)
-        _check_int("population_size", population_size, 2)
-        _check_int("episode_length", episode_length, 1, allow_none=True)
-        _check_int("seed", seed, 0)
-        _check_int("checkpoint_every", checkpoint_every, 1)
+        if population_size != "auto":
+            check_int("population_size", population_size, 2)
+        check_int("episode_length", episode_length, 1, allow_none=True)
+        check_int("seed", seed, 0)
+        check_int("threads", threads, 1, allow_none=True)
+        check_int("checkpoint_every", checkpoint_every, 1)
+        check_selection(selection)
         if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, Path)):
             raise TypeError(
                 f"checkpoint_dir must be a path (str or Path); got {type(checkpoint_dir).__name__}."
@@ -127,17 +128,15 @@ class HybridOptimizer:
             from hybridopt.backends import check_backend_options
 
             check_backend_options(backend, dict(backend_options or {}))
-        for name, value, cls in (
-            ("gradient", gradient, GradientConfig),
-            ("genetic", genetic, GeneticConfig),
-            ("stall", stall, StallConfig),
-        ):
-            if value is not None and not isinstance(value, cls):
-                raise TypeError(f"{name} must be a {cls.__name__}; got {type(value).__name__}.")
-        check_options(
-            gradient=gradient, genetic=genetic, stall=stall, population_size=population_size,
-            device=device, phases=self.phases, model=model,
-        )
+        configs = {"gradient": gradient, "genetic": genetic, "es": es, "stall": stall}
+        for name, cls in (("gradient", GradientConfig), ("genetic", GeneticConfig),
+                          ("es", ESConfig), ("stall", StallConfig)):
+            if configs[name] is not None and not isinstance(configs[name], cls):
+                raise TypeError(
+                    f"{name} must be a {cls.__name__}; got {type(configs[name]).__name__}.")
+        names = tuple(p if isinstance(p, str) else p.name for p in self.phases)
+        check_options(gradient=gradient, genetic=genetic, stall=stall, device=device,
+                      population_size=population_size, phases=names, model=model)
         self.n = validate_data(data, "data")
         if episode_length is not None and episode_length > self.n:
             raise ValueError(
@@ -145,7 +144,7 @@ class HybridOptimizer:
                 f"got episode_length = {episode_length}."
             )
         if validation_data is not None:
-            validate_data(validation_data, "validation_data")
+            check_like(validation_data, data, "validation_data")
 
         self.device = resolve_device(device)
         self.model = model.to(self.device)
@@ -155,62 +154,76 @@ class HybridOptimizer:
             None if validation_data is None else data_to(validation_data, self.device)
         )
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.checkpoint_every = checkpoint_every
-        self.population_size = population_size
-        self.episode_length = episode_length
-        self.backend = backend
-        self.address = address
+        self.checkpoint_every, self.episode_length = checkpoint_every, episode_length
+        self.population_size: int | str = population_size
+        self.backend, self.address = backend, address
         self.backend_options = dict(backend_options or {})
+        self.seed, self.threads = seed, threads
+        self.gradient_config = gradient or GradientConfig()
+        self.stall_config = stall or StallConfig()
         self._distributed: Any = None
         self._bounds: tuple[int, int] | None = None
-        self.seed = seed
-        self.gradient_config = gradient or GradientConfig()
-        self.genetic_config = genetic or GeneticConfig()
-        self.stall_config = stall or StallConfig()
-        self.generator = torch.Generator().manual_seed(seed)
         self.scorer = Scorer(score_fn)
-        self.output_shape = check_model_and_score(
+        self.generator = torch.Generator().manual_seed(seed)
+        self.outputs = resolve_outputs(outputs, self.model, model_input(self._episode(True)))
+        check_model_and_score(
             self.model, self.scorer, self._episode(first=True), self.validation_data, seed,
             self.device, gradient=self.gradient_config,
         )
-
         self.evaluator = PopulationEvaluator(
-            model, self.scorer, self.flat,
-            method=backend if backend in IN_PROCESS else "auto", device=self.device,
-            chunk_size=chunk_size,
+            model, self.scorer, self.flat, method=backend if backend in IN_PROCESS else "auto",
+            device=self.device, chunk_size=chunk_size, precision=precision,
         )
         self._scratch = copy.deepcopy(model).eval()
-        self._phases = {
-            "gradient": GradientPhase(
-                self.model, self.scorer, self.gradient_config, self.generator
-            ),
-            "genetic": GeneticPhase(
-                self.flat, self._evaluate_population, self.genetic_config, population_size,
-                self.generator,
-            ),
-        }
-        self.controller = Controller(
-            self.phases,
-            self.stall_config,
-            caps={
-                "gradient": self.gradient_config.max_steps,
-                "genetic": self.genetic_config.max_generations,
-            },
-        )
+        self.phase_objects = build_phases(self.phases, configs)
+        self._start_weights = self.flat.vector(self.model).detach().clone()
+        self._selection_rule = selection
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the run: back to the starting weights and the seed's generator state; the
+        next :meth:`fit` starts fresh (fitting again without a reset continues)."""
+        self.flat.load(self.model, self._start_weights)
+        self.generator.manual_seed(self.seed)
+        self.controller = Controller(self.phase_objects, self.stall_config)
+        self.selection = Selection(self._selection_rule, self._score_weights, self.data,
+                                   self.validation_data)
         self._state: Any = None
+        self._live: Tensor | None = None
+        self._bound = False
+        self._call_start: int | None = None
         self._stop_requested = False
         self.history: list[dict] = []
         self.switches: list[dict] = []
-        self.evaluations = 0
-        self.validation_evaluations = 0
-        self.nonfinite = 0
-        self.best_score = -math.inf
-        self.best_train_score = -math.inf
-        self.best_weights = self.flat.vector(self.model).clone()
+        self.events: list[dict] = []
+        self.evaluations = self.nonfinite = 0
+        self.threads_used = torch.get_num_threads()
 
-    # -- validation --------------------------------------------------------------------------
+    @property
+    def best_score(self) -> float:
+        """Selection score of the best weights so far."""
+        return self.selection.best_score
 
-    # -- episodes ----------------------------------------------------------------------------
+    @property
+    def best_weights(self) -> Tensor:
+        """The best flat weights so far ``[D]``."""
+        return self.selection.best_weights
+
+    def _bind(self, max_evaluations: int | None) -> None:
+        """Resolve the population size from the first budget and hand the phases their parts."""
+        if self._bound:
+            return
+        self.population_size = resolve_population_size(
+            self.population_size, self.flat.dim, max_evaluations)
+        context = PhaseContext(
+            model=self.model, flat=self.flat, scorer=self.scorer,
+            evaluate=self._evaluate_population, generator=self.generator, device=self.device,
+            fixed_data=self.episode_length is None, population_size=self.population_size,
+            max_evaluations=max_evaluations, outputs=self.outputs,
+        )
+        for phase in self.phase_objects:
+            phase.bind(context)
+        self._bound = True
 
     def _episode(self, first: bool = False) -> Data:
         if self.episode_length is None:
@@ -223,8 +236,6 @@ class HybridOptimizer:
         self._bounds = (start, start + self.episode_length)
         return slice_data(self.data, *self._bounds)
 
-    # -- population evaluation ---------------------------------------------------------------
-
     def _evaluate_population(self, population: Tensor, episode: Data):
         """Scores of ``population`` on the current episode, in process or distributed."""
         if self.backend in IN_PROCESS:
@@ -233,16 +244,10 @@ class HybridOptimizer:
             from hybridopt.backends import make_backend
 
             self._distributed = make_backend(
-                self.backend,
-                model=self._scratch,
-                score_fn=self.scorer.score_fn,
-                score_mode=self.scorer.mode,
-                flat=self.flat,
-                data=self.data,
-                address=self.address,
-                device=self.device,
-                chunk_size=self.evaluator.chunk_size,
-                **self.backend_options,
+                self.backend, model=self._scratch, score_fn=self.scorer.score_fn,
+                score_mode=self.scorer.mode, flat=self.flat, data=self.data,
+                address=self.address, device=self.device,
+                chunk_size=self.evaluator.chunk_size, **self.backend_options,
             )
         return self._distributed.evaluate(population, self._bounds)
 
@@ -258,8 +263,6 @@ class HybridOptimizer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- scoring single weight vectors -------------------------------------------------------
-
     def _score_model(self, model: nn.Module, data: Data) -> float:
         model.eval()
         with torch.no_grad():
@@ -273,332 +276,112 @@ class HybridOptimizer:
         self.flat.load(self._scratch, weights)
         return self._score_model(self._scratch, data)
 
+    def _checked(self, data: Data | None) -> Data:
+        if data is None:
+            return self.data
+        check_like(data, self.data, "data")
+        return data_to(data, self.device)
+
     def evaluate(self, data: Data | None = None) -> float:
         """Score of ``opt.model``'s argmax policy on ``data`` (default: the training data).
 
         Raises:
-            TypeError, ValueError: if ``data`` is not shaped like the training data.
+            TypeError, ValueError: if ``data`` is not structured like the training data.
         """
-        if data is None:
-            data = self.data
-        else:
-            validate_data(data, "data")
-            data = data_to(data, self.device)
-        return self._score_model(self.model, data)
+        return self._score_model(self.model, self._checked(data))
+
+    def actions(self, data: Data | None = None) -> Tensor:
+        """The argmax actions ``[N]`` or ``[N, H]`` of ``opt.model`` on ``data``."""
+        data = self._checked(data)
+        self.model.eval()
+        with torch.no_grad():
+            return self.model(model_input(data)).argmax(-1)
 
     @property
     def toolbox(self):
-        """The genetic phase's DEAP toolbox: ``select(individuals, k)``, and the vectorised
-        ``mate(a, b, generator)`` / ``mutate(x, scale, generator)`` over ``[M, D]`` tensors.
-        Register your own operators here (or pass them in :class:`GeneticConfig`)."""
-        return self._phases["genetic"].toolbox
+        """The genetic phase's DEAP toolbox (``select``, vectorised ``mate``/``mutate``)."""
+        return next(p for p in self.phase_objects if hasattr(p, "toolbox")).toolbox
 
     def request_stop(self) -> None:
         """Ask a running :meth:`fit` to end after the current step (for callbacks)."""
         self._stop_requested = True
-
-    # -- the run -----------------------------------------------------------------------------
-
-    def fit(
-        self,
-        max_evaluations: int | None = None,
-        max_time: float | None = None,
-        target_score: float | None = None,
-        callbacks=(),
-        progress: bool = True,
-        resume: bool = False,
-    ) -> FitResult:
-        """Run the hybrid optimisation until a budget is spent or the target is reached.
-
-        Args:
-            max_evaluations: stop before the score_fn calls on training data would exceed this.
-            max_time: stop after this many seconds.
-            target_score: stop once the best score reaches this.
-            callbacks: objects with ``on_step``/``on_generation``/``on_switch``/``on_end``.
-            progress: show a progress bar.
-            resume: continue from the latest checkpoint in ``checkpoint_dir`` (a fresh start
-                when there is none yet). Give the same budgets as the interrupted call.
-
-        Returns:
-            A :class:`FitResult`; ``opt.model`` then holds the best weights found.
-
-        Raises:
-            ValueError: if a budget is not positive, or no budget is given at all, or
-                ``resume`` without a ``checkpoint_dir``.
-            hybridopt.checkpoint.CheckpointError: if the latest checkpoint is unreadable or
-                belongs to another model or configuration.
-        """
-        _check_int("max_evaluations", max_evaluations, 1, allow_none=True)
-        if max_time is not None and not (isinstance(max_time, (int, float)) and max_time > 0):
-            raise ValueError(f"max_time must be a number of seconds > 0; got {max_time!r}.")
-        if target_score is not None and not isinstance(target_score, (int, float)):
-            raise TypeError(f"target_score must be a number; got {target_score!r}.")
-        if max_evaluations is None and max_time is None and target_score is None:
-            raise ValueError(
-                "fit needs a budget: give max_evaluations, max_time or target_score."
-            )
-        callbacks = validate_callbacks(callbacks)
-        if resume and self.checkpoint_dir is None:
-            raise ValueError("resume=True needs checkpoint_dir: there is nowhere to resume from.")
-        if resume:
-            self._resume()
-        self._stop_requested = False
-        start = time.perf_counter()
-        wall_before = self.history[-1]["wall_time"] if self.history else 0.0
-        bar = Progress(progress, max_evaluations, initial=self.evaluations)
-        stop_reason = ""
-        idle = 0
-        try:
-            if self._state is None:
-                if not self.history:
-                    self._score_start()
-                self._state = self._start_phase(self.controller.phase)
-            while True:
-                stop_reason = self._budget_spent(max_evaluations, max_time, target_score, start)
-                if stop_reason:
-                    break
-                evaluations_before = self.evaluations
-                row = self._step(wall_before + time.perf_counter() - start)
-                # A converged population breeds only copies, which cost nothing to score:
-                # without new individuals nothing can change, so end rather than spin
-                idle = idle + 1 if self.evaluations == evaluations_before else 0
-                if idle >= IDLE_LIMIT and (len(self.phases) == 1 or idle >= 5 * IDLE_LIMIT):
-                    stop_reason = (
-                        f"converged: {idle} generations in a row produced no new individual"
-                    )
-                    break
-                event = "on_step" if row["phase"] == "gradient" else "on_generation"
-                dispatch(callbacks, event, self, row)
-                bar.update(row)
-                reason = self.controller.check(
-                    row["selection_score"] if self.stall_config.monitor == "selection"
-                    else row["score"],
-                    flat=row.get("flat", False),
-                )
-                if reason:
-                    self._switch(reason, callbacks)
-                    s = self.switches[-1]
-                    bar.event(f"switch {s['from_phase']} -> {s['to_phase']} at "
-                              f"{s['evaluations']} evaluations: {s['reason']}")
-                if self.checkpoint_dir is not None and (
-                    reason or len(self.history) % self.checkpoint_every == 0
-                ):
-                    self.save_checkpoint()
-        except KeyboardInterrupt:
-            stop_reason = "interrupted"
-            log.warning("interrupted: returning the best weights found so far")
-        finally:
-            bar.close()
-        if self.checkpoint_dir is not None and stop_reason != "interrupted":
-            self.save_checkpoint()
-        self.flat.load(self.model, self.best_weights)
-        result = self._result(stop_reason, wall_before + time.perf_counter() - start)
-        dispatch(callbacks, "on_end", self, result)
-        return result
-
-    # -- checkpoints -------------------------------------------------------------------------
-
-    def _identity(self) -> dict:
-        """What a checkpoint must match to be resumed here."""
-        return {
-            "layout": [[n, list(sh)] for n, sh in zip(self.flat.names, self.flat.shapes)],
-            "phases": list(self.phases),
-            "population_size": self.population_size,
-            "episode_length": self.episode_length,
-            "seed": self.seed,
-            "data_length": self.n,
-        }
-
-    def save_checkpoint(self) -> Path:
-        """Write a checkpoint of the whole run now (needs ``checkpoint_dir``)."""
-        from hybridopt.checkpoint import save_checkpoint
-
-        if self.checkpoint_dir is None:
-            raise ValueError("save_checkpoint needs checkpoint_dir to be set.")
-        phase = self.controller.phase
-        payload = {
-            **self._identity(),
-            "version": __import__("hybridopt").__version__,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "phase_state": None if self._state is None
-            else self._phases[phase].state_dict(self._state),
-            "controller": self.controller.state_dict(),
-            "generator": self.generator.get_state(),
-            "counters": {
-                "evaluations": self.evaluations,
-                "validation_evaluations": self.validation_evaluations,
-                "nonfinite": self.nonfinite,
-                "best_score": self.best_score,
-                "best_train_score": self.best_train_score,
-            },
-            "best_weights": self.best_weights.cpu(),
-            "history": self.history,
-            "switches": self.switches,
-            "scorer_mode": self.scorer.mode,
-            "evaluator": {"choice": self.evaluator.choice,
-                          "chunk_size": self.evaluator.chunk_size},
-        }
-        return save_checkpoint(self.checkpoint_dir, len(self.history), payload)
-
-    def _resume(self) -> None:
-        from hybridopt.checkpoint import latest_checkpoint, load_checkpoint
-
-        path = latest_checkpoint(self.checkpoint_dir)
-        if path is None:
-            log.warning("resume=True but %s holds no checkpoint: starting fresh",
-                        self.checkpoint_dir)
-            return
-        saved = load_checkpoint(path, self._identity())
-        self.model.load_state_dict(saved["model"])
-        self.controller.load_state_dict(saved["controller"])
-        self.generator.set_state(saved["generator"])
-        for key, value in saved["counters"].items():
-            setattr(self, key, value)
-        self.best_weights = saved["best_weights"].to(self.device)
-        self.history = list(saved["history"])
-        self.switches = list(saved["switches"])
-        self.scorer.mode = saved["scorer_mode"]
-        self.evaluator.choice = saved["evaluator"]["choice"]
-        self.evaluator.chunk_size = saved["evaluator"]["chunk_size"]
-        phase, state = self.controller.phase, saved["phase_state"]
-        if state is None:
-            self._state = None
-        elif phase == "gradient":
-            self._state = self._phases["gradient"].load_state_dict(state)
-        else:
-            self._state = self._phases["genetic"].load_state_dict(state, self.device)
-        log.info("resumed from %s at step %d", path, len(self.history))
 
     def _score_start(self) -> None:
         """The model's own weights are the first candidate: a run never ends below them."""
         weights = self.flat.vector(self.model)
         score = self._score_weights(weights, self.data)
         self.evaluations += 1
-        selection = score
-        if self.validation_data is not None:
-            selection = self._score_weights(weights, self.validation_data)
-            self.validation_evaluations += 1
-        self.best_score, self.best_train_score = selection, score
-        self.best_weights = weights.detach().clone()
+        self.selection.offer(weights, score)
 
-    def _budget_spent(self, max_evaluations, max_time, target_score, start) -> str:
-        if self._stop_requested:
-            return "stopped by a callback"
-        if target_score is not None and self.best_score >= target_score:
-            return f"target score {target_score} reached"
-        if max_time is not None and time.perf_counter() - start >= max_time:
-            return f"max_time {max_time}s reached"
-        if max_evaluations is not None:
-            if self.evaluations + self._next_step_cost() > max_evaluations:
-                return f"max_evaluations {max_evaluations} reached"
-        return ""
+    def fit(self, max_evaluations: int | None = None, max_time: float | None = None,
+            target_score: float | None = None, callbacks=(), progress: bool = True,
+            resume: bool = False, patience: int | None = None) -> FitResult:
+        """Run until a budget of this call is spent or the target is reached; calling it again
+        continues the run (budgets counted from where the call starts).
 
-    def _next_step_cost(self) -> int:
-        if self.controller.phase == "gradient":
-            return self.gradient_config.samples + 1
-        state = self._state
-        tracking = 0 if self.episode_length is None else 1
-        if self.episode_length is None and state is not None and state.generation == 0:
-            return int((~state.evaluated).sum()) + tracking
-        return self.population_size - (self.genetic_config.elite if self.episode_length is None
-                                       else 0) + tracking
+        Args:
+            max_evaluations: training score_fn calls this call may spend.
+            max_time: seconds this call may take.
+            target_score: stop once the best selection score reaches this.
+            callbacks: objects with ``on_step``/``on_generation``/``on_switch``/``on_end``.
+            progress: show progress (a bar on a terminal, plain lines elsewhere).
+            resume: continue from the latest checkpoint in ``checkpoint_dir``; give the same
+                budgets as the interrupted call.
+            patience: end the run after this many evaluations without a new best selection
+                score (early stopping).
 
-    def _start_phase(self, phase: str, reason: str = "") -> Any:
-        if phase == "gradient":
-            return self._phases["gradient"].init()
-        current = self.flat.vector(self.model)
-        extra = None
-        if not torch.equal(current, self.best_weights):
-            extra = self.best_weights.unsqueeze(0)
-        return self._phases["genetic"].init(current, extra)
+        Returns:
+            A :class:`FitResult`; ``opt.model`` then holds the best weights found.
+        """
+        check_int("max_evaluations", max_evaluations, 1, allow_none=True)
+        check_int("patience", patience, 1, allow_none=True)
+        if max_time is not None and not (isinstance(max_time, (int, float)) and max_time > 0):
+            raise ValueError(f"max_time must be a number of seconds > 0; got {max_time!r}.")
+        if target_score is not None and not isinstance(target_score, (int, float)):
+            raise TypeError(f"target_score must be a number; got {target_score!r}.")
+        if max_evaluations is None and max_time is None and target_score is None:
+            raise ValueError("fit needs a budget: give max_evaluations, max_time or target_score.")
+        callbacks = validate_callbacks(callbacks)
+        if resume and self.checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir: there is nowhere to resume from.")
+        self._bind(max_evaluations)
+        if resume:
+            self._resume()
+        self._stop_requested = False
+        if self._call_start is None:
+            self._call_start = self.evaluations
+        budget = Budget(max_evaluations, max_time, target_score, patience, self._call_start,
+                        time.perf_counter())
+        threads_before = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        self.threads_used = torch.get_num_threads()
+        try:
+            from hybridopt.callbacks import dispatch
 
-    def _step(self, wall_time: float) -> dict:
-        phase = self.controller.phase
-        episode = self._episode()
-        chosen_before = self.evaluator.choice is not None
-        self._state, metrics = self._phases[phase].step(
-            self._state, episode, **({} if phase == "gradient"
-                                     else {"fixed_data": self.episode_length is None})
-        )
-        self.evaluations += metrics.pop("evaluations")
-        self.nonfinite += metrics.get("nonfinite", 0)
+            result = run(self, budget, callbacks, progress)
+            dispatch(callbacks, "on_end", self, result)
+        finally:
+            torch.set_num_threads(threads_before)
+        return result
 
-        # The phase's candidate and its training score
-        if phase == "gradient":
-            candidate = self.flat.vector(self.model)
-            score = self._score_model(self.model, self.data)
-            self.evaluations += 1
-        else:
-            candidate, score = self._phases["genetic"].best(self._state)
-            if self.episode_length is not None:
-                score = self._score_weights(candidate, self.data)
-                self.evaluations += 1
+    def save_checkpoint(self) -> Path:
+        """Write a checkpoint of the whole run now (needs ``checkpoint_dir``)."""
+        from hybridopt.checkpoint import save_checkpoint
+        from hybridopt.resume import payload
 
-        # Choose what to keep: validation score when given, else training score
-        val_score = None
-        selection = score
-        if self.validation_data is not None:
-            val_score = self._score_weights(candidate, self.validation_data)
-            self.validation_evaluations += 1
-            selection = val_score
-        if selection > self.best_score or (
-            selection == self.best_score and score > self.best_train_score
-        ):
-            self.best_score, self.best_train_score = selection, score
-            self.best_weights = candidate.detach().clone()
+        if self.checkpoint_dir is None:
+            raise ValueError("save_checkpoint needs checkpoint_dir to be set.")
+        return save_checkpoint(self.checkpoint_dir, len(self.history), payload(self))
 
-        row = {
-            "phase": phase,
-            "step": len(self.history),
-            "phase_step": self.controller.phase_checks,
-            "evaluations": self.evaluations,
-            "wall_time": wall_time,
-            "score": score,
-            "val_score": val_score,
-            "selection_score": selection,
-            "best_score": self.best_score,
-            "best_train_score": self.best_train_score,
-            "nonfinite_total": self.nonfinite,
-            **metrics,
-        }
-        if not chosen_before and self.evaluator.choice is not None:
-            row["backend"] = self.evaluator.choice["method"]  # auto chose during this step
-        self.history.append(row)
-        return row
+    def _resume(self) -> None:
+        from hybridopt.checkpoint import latest_checkpoint, load_checkpoint
+        from hybridopt.resume import identity, restore
 
-    def _switch(self, reason: str, callbacks) -> None:
-        from_phase, to_phase = self.controller.switch()
-        # Hand-off: genetic -> gradient loads the phase's best individual into the model
-        if from_phase == "genetic":
-            state = self._state
-            if self.episode_length is None and len(state.hall_of_fame):
-                weights = state.hall_of_fame[0].weights
-            else:
-                weights = self._phases["genetic"].best(state)[0]
-            self.flat.load(self.model, weights)
-        self._state = self._start_phase(to_phase, reason)
-        switch = {
-            "evaluations": self.evaluations,
-            "step": len(self.history),
-            "from_phase": from_phase,
-            "to_phase": to_phase,
-            "reason": reason,
-        }
-        self.switches.append(switch)
-        log.info("switch %s -> %s at %d evaluations: %s", from_phase, to_phase,
-                 self.evaluations, reason)
-        dispatch(callbacks, "on_switch", self, switch)
-
-    def _result(self, stop_reason: str, wall_time: float) -> FitResult:
-        return FitResult(
-            best_score=self.best_score,
-            best_train_score=self.best_train_score,
-            best_state_dict={k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            evaluations=self.evaluations,
-            validation_evaluations=self.validation_evaluations,
-            wall_time=wall_time,
-            history=list(self.history),
-            switches=list(self.switches),
-            stop_reason=stop_reason,
-            nonfinite=self.nonfinite,
-        )
+        path = latest_checkpoint(self.checkpoint_dir)
+        if path is None:
+            log.warning("resume=True but %s holds no checkpoint: starting fresh",
+                        self.checkpoint_dir)
+            return
+        restore(self, load_checkpoint(path, identity(self)))
+        log.info("resumed from %s at step %d", path, len(self.history))

@@ -27,6 +27,9 @@ class FitResult:
         switches: one dict per phase switch, with its reason.
         stop_reason: why the run ended.
         nonfinite: scores that were NaN or infinite (counted as the worst).
+        events: one dict per event inside a phase (e.g. a collapse guard's revert), with
+            ``evaluations``, ``step``, ``phase`` and ``event``.
+        threads: torch threads during the run.
     """
 
     best_score: float
@@ -39,6 +42,8 @@ class FitResult:
     switches: list[dict] = field(default_factory=list)
     stop_reason: str = ""
     nonfinite: int = 0
+    events: list[dict] = field(default_factory=list)
+    threads: int | None = None
 
     def to_csv(self, path: str | Path) -> Path:
         """Write the history, one row per step or generation, as CSV."""

@@ -36,10 +36,12 @@ class PlateauDetector:
         """Start judging a new phase from scratch."""
         self.best, self.since_improvement, self.checks = -math.inf, 0, 0
 
-    def update(self, score: float, patience: int | None = None) -> str | None:
+    def update(self, score: float, patience: int | None = None, label: str = "best",
+               unit: str = "checks") -> str | None:
         """Record one check's score; return the reason if the phase has stalled.
 
-        ``patience`` overrides the configured one (phases have their own)."""
+        ``patience`` overrides the configured one (phases have their own); ``label`` says
+        whose best the reason means, ``unit`` what a check is called."""
         cfg = self.config
         patience = patience or cfg.patience
         self.checks += 1
@@ -50,8 +52,8 @@ class PlateauDetector:
         if self.checks >= cfg.min_steps and self.since_improvement >= patience:
             kind = "relative" if cfg.relative else "absolute"
             return (
-                f"plateau: best {self.best:.4g} not improved by more than {cfg.min_delta:g} "
-                f"({kind}) for {self.since_improvement} checks"
+                f"plateau: {label} {self.best:.4g} not improved by more than "
+                f"{cfg.min_delta:g} ({kind}) for {self.since_improvement} {unit}"
             )
         return None
 

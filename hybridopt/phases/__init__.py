@@ -1,0 +1,66 @@
+"""The built-in phases by name, and turning ``phases=`` into phase objects.
+
+``phases=`` takes names of built-in phases ("gradient", "genetic", "es") or objects that follow
+:class:`hybridopt.phases.base.Phase`; each name is built from its config (``GradientConfig``,
+``GeneticConfig``, ``ESConfig``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from hybridopt.phases.base import Phase, PhaseContext, check_phase
+
+# name -> (module, class, the optimiser keyword holding its config)
+BUILT_IN = {
+    "gradient": ("hybridopt.phases.gradient", "GradientPhase", "gradient"),
+    "genetic": ("hybridopt.phases.genetic", "GeneticPhase", "genetic"),
+    "es": ("hybridopt.phases.es", "ESPhase", "es"),
+}
+
+__all__ = ["BUILT_IN", "Phase", "PhaseContext", "build_phases", "validate_phases"]
+
+
+def validate_phases(phases: Any) -> tuple[Any, ...]:
+    """Check ``phases=``: a non-empty sequence of built-in names or phase objects, with
+    distinct names. Returns it as a tuple (names kept as names)."""
+    if isinstance(phases, str) or isinstance(phases, Phase) or hasattr(phases, "step"):
+        phases = (phases,)
+    try:
+        phases = tuple(phases)
+    except TypeError:
+        raise TypeError(
+            f"phases must be a tuple of phase names from {tuple(BUILT_IN)} or phase objects; "
+            f"got {phases!r}."
+        ) from None
+    names = []
+    for p in phases:
+        if isinstance(p, str):
+            if p not in BUILT_IN:
+                raise ValueError(
+                    f"phases: unknown phase {p!r}; built-in phases are {tuple(BUILT_IN)} "
+                    f"(or pass a phase object); got phases = {phases!r}."
+                )
+            names.append(p)
+        else:
+            check_phase(p)
+            names.append(p.name)
+    if not phases or len(set(names)) != len(names):
+        raise ValueError(
+            f"phases must be a non-empty sequence of phases with distinct names, the first one "
+            f"starting; got {phases!r}."
+        )
+    return phases
+
+
+def build_phases(phases: tuple[Any, ...], configs: dict[str, Any]) -> list[Any]:
+    """Phase objects for ``phases``: names built from ``configs[keyword]``, objects as given."""
+    built = []
+    for p in phases:
+        if isinstance(p, str):
+            module, cls, keyword = BUILT_IN[p]
+            built.append(getattr(importlib.import_module(module), cls)(configs.get(keyword)))
+        else:
+            built.append(p)
+    return built

@@ -37,6 +37,8 @@ class PhaseContext:
             score once computed stays valid.
         population_size: the resolved population size (for population phases that use it).
         max_evaluations: the budget of the current ``fit`` call, if any.
+        outputs: what the model's outputs are ("logits", "probs", "log_probs"; see
+            :mod:`hybridopt.outputs`); phases that need logits use ``to_logits``.
     """
 
     model: nn.Module
@@ -48,6 +50,7 @@ class PhaseContext:
     fixed_data: bool = True
     population_size: int = 300
     max_evaluations: int | None = None
+    outputs: str = "logits"
 
 
 @runtime_checkable

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -18,8 +17,8 @@ from torch import Tensor
 from hybridopt.config import GeneticConfig
 from hybridopt.data import Data
 from hybridopt.phases import _deap
+from hybridopt.phases.base import PhaseContext
 from hybridopt.population.flat import FlatParams
-from hybridopt.scoring import ScoreBatch
 
 # -- vectorised variation operators ---------------------------------------------------------
 
@@ -105,31 +104,22 @@ class GeneticState:
 
 
 class GeneticPhase:
-    """Genetic algorithm over flat weights: ``init(weights) -> state``, ``step(state, data)``.
+    """Genetic algorithm over flat weights: a DEAP population evaluated as one ``[P, D]`` tensor.
 
     Args:
-        flat: layout of the model's trainable weights.
-        evaluate: ``evaluate(population [P, D], data) -> ScoreBatch``.
         config: the phase's settings.
-        population_size: P.
-        generator: the optimiser's torch generator for every draw.
     """
 
     name = "genetic"
+    unit = "generation"
 
-    def __init__(
-        self,
-        flat: FlatParams,
-        evaluate: Callable[[Tensor, Data], ScoreBatch],
-        config: GeneticConfig,
-        population_size: int,
-        generator: torch.Generator,
-    ) -> None:
-        self.flat = flat
-        self.evaluate = evaluate
+    def __init__(self, config: GeneticConfig | None = None) -> None:
+        config = config or GeneticConfig()
         self.config = config
-        self.population_size = population_size
-        self.generator = generator
+        self.patience = config.patience
+        self.max_checks = config.max_generations
+        self.population_size = 0
+        self.fixed_data = True
         self.toolbox = _deap.Toolbox()
         self.toolbox.register("select", config.select or _deap.tournament(config.tournament_size))
         if config.mate is not None:
@@ -149,9 +139,21 @@ class GeneticPhase:
         )
         self.stats = _deap.make_statistics()
 
-    def init(self, weights: Tensor, extra_elites: Tensor | None = None) -> GeneticState:
-        """Seed P individuals around ``weights`` ``[D]``; ``weights`` itself (and any
-        ``extra_elites`` ``[E, D]``) are kept unchanged as elites."""
+    def bind(self, context: PhaseContext) -> None:
+        """Take the layout, the population evaluator and the generator from the optimiser."""
+        self.context = context
+        self.flat, self.evaluate = context.flat, context.evaluate
+        self.generator, self.population_size = context.generator, context.population_size
+        self.fixed_data = context.fixed_data
+
+    def init(self, start: Tensor, best: Tensor | None = None) -> GeneticState:
+        """Seed P individuals around ``start`` ``[D]``; ``start`` itself (and ``best``, when it
+        differs) are kept unchanged as elites."""
+        extra = None if best is None or torch.equal(best, start) else best.unsqueeze(0)
+        return self.seed(start, extra)
+
+    def seed(self, weights: Tensor, extra_elites: Tensor | None = None) -> GeneticState:
+        """Seed P individuals around ``weights``, keeping it and ``extra_elites`` ``[E, D]``."""
         p, cfg = self.population_size, self.config
         scale = tensor_scales(self.flat, weights)
         kept = weights.unsqueeze(0)
@@ -177,17 +179,15 @@ class GeneticPhase:
             hall_of_fame=_deap.HallOfFame(cfg.hall_of_fame, similar=_deap.same_member),
         )
 
-    def step(
-        self, state: GeneticState, episode: Data, fixed_data: bool = True
-    ) -> tuple[GeneticState, dict]:
+    def step(self, state: GeneticState, episode: Data) -> tuple[GeneticState, dict]:
         """One generation: variation (after the first), evaluation, statistics.
 
-        With ``fixed_data`` (the same data every generation) individuals carried over unchanged
+        With fixed data (the same data every generation) individuals carried over unchanged
         keep their scores; otherwise every individual is evaluated on ``episode``.
         """
         if state.generation > 0:
             state = self._vary(state)
-        if not fixed_data:
+        if not self.fixed_data:
             state.evaluated[:] = False
 
         # Evaluation of the new or changed individuals
@@ -250,8 +250,9 @@ class GeneticPhase:
             "flat_streak": state.flat_streak,
         }
 
-    def load_state_dict(self, saved: dict, device: torch.device | str = "cpu") -> GeneticState:
+    def load_state_dict(self, saved: dict) -> GeneticState:
         """Rebuild the phase state from :meth:`state_dict` output."""
+        device = self.context.device
         py_random = random.Random()
         py_random.setstate(saved["py_random"])
         hof = _deap.HallOfFame(self.config.hall_of_fame, similar=_deap.same_member)
@@ -284,6 +285,28 @@ class GeneticPhase:
         """Weights and score of the current generation's best individual."""
         i = int(torch.argmax(state.scores))
         return state.population[i], float(state.scores[i])
+
+    def candidate(self, state: GeneticState) -> tuple[Tensor, float | None]:
+        """The generation's best; its score stands for the training score on fixed data only
+        (on random episodes the optimiser re-scores it on the whole training data)."""
+        weights, score = self.best(state)
+        return weights, score if self.fixed_data else None
+
+    def cost(self, state: GeneticState) -> int:
+        """Individuals the next generation evaluates (an upper bound on fixed data, where
+        unchanged offspring keep their scores)."""
+        if not self.fixed_data:
+            return self.population_size
+        if state.generation == 0:
+            return int((~state.evaluated).sum())
+        return self.population_size - min(self.config.elite, self.population_size)
+
+    def handoff(self, state: GeneticState) -> Tensor:
+        """The hall of fame's best on fixed data (scores comparable across generations), else
+        the last generation's best."""
+        if self.fixed_data and len(state.hall_of_fame):
+            return state.hall_of_fame[0].weights
+        return self.best(state)[0]
 
     def _vary(self, state: GeneticState) -> GeneticState:
         p, cfg = self.population_size, self.config

@@ -8,6 +8,7 @@ gradient and they do not count in the average.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,8 @@ from torch import Tensor, nn
 
 from hybridopt.config import GradientConfig
 from hybridopt.data import Data, model_input
-from hybridopt.scoring import Scorer
+from hybridopt.outputs import to_logits
+from hybridopt.phases.base import PhaseContext
 
 
 @dataclass
@@ -28,6 +30,10 @@ class GradientState:
     base_lrs: list[float]
     step: int = 0
     running_baseline: float | None = None
+    lr_scale: float = 1.0
+    best_mean: float = -math.inf
+    best_weights: Tensor | None = None
+    bad_steps: int = 0
 
 
 def sample_actions(logits: Tensor, k: int, generator: torch.Generator) -> Tensor:
@@ -101,55 +107,93 @@ def reinforce_loss(
 
 
 class GradientPhase:
-    """REINFORCE with a baseline, as a phase: ``init() -> state``, ``step(state, data)``."""
+    """REINFORCE with a baseline as a phase; trains the model in place.
+
+    A collapse guard keeps a visit from degrading what it found (as ESGD's back-off): when the
+    policy's entropy falls below ``collapse_entropy``, or the mean sampled score stays more than
+    ``collapse_drop`` (relative) below the visit's best for ``collapse_patience`` steps, the
+    model goes back to the weights of the visit's best step and the learning rate is multiplied
+    by ``revert_lr_factor``; the step's ``event`` says so.
+    """
 
     name = "gradient"
+    unit = "step"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        scorer: Scorer,
-        config: GradientConfig,
-        generator: torch.Generator,
-    ) -> None:
-        self.model = model
-        self.scorer = scorer
-        self.config = config
-        self.generator = generator
+    def __init__(self, config: GradientConfig | None = None) -> None:
+        self.config = config or GradientConfig()
+        self.patience = self.config.patience
+        self.max_checks = self.config.max_steps
+        self.outputs = "logits"
 
-    def init(self) -> GradientState:
-        """A fresh optimiser (and scheduler) over the model's current weights."""
+    def bind(self, context: PhaseContext) -> None:
+        """Take the live model, scorer and generator from the optimiser."""
+        self.context = context
+        self.model, self.scorer = context.model, context.scorer
+        self.generator, self.flat = context.generator, context.flat
+        self.outputs = context.outputs
+
+    def init(self, start: Tensor, best: Tensor | None = None) -> GradientState:
+        """Load ``start`` into the model; a fresh optimiser (and scheduler) over it."""
+        self.flat.load(self.model, start)
+        return self._fresh(lr_scale=1.0)
+
+    def _fresh(self, lr_scale: float) -> GradientState:
         optimizer = make_optimizer(self.model, self.config)
+        for group in optimizer.param_groups:
+            group["lr"] *= lr_scale
         scheduler = self.config.scheduler(optimizer) if self.config.scheduler else None
         base_lrs = [group["lr"] for group in optimizer.param_groups]
-        return GradientState(optimizer=optimizer, scheduler=scheduler, base_lrs=base_lrs)
+        return GradientState(optimizer=optimizer, scheduler=scheduler, base_lrs=base_lrs,
+                             lr_scale=lr_scale)
+
+    def candidate(self, state: GradientState) -> tuple[Tensor, float | None]:
+        """The model's current weights; the optimiser scores them (argmax, training data)."""
+        return self.flat.vector(self.model), None
+
+    def cost(self, state: GradientState) -> int:
+        """K sampled sequences per step."""
+        return self.config.samples
+
+    def handoff(self, state: GradientState) -> Tensor:
+        """Where the model is now."""
+        return self.flat.vector(self.model)
 
     def state_dict(self, state: GradientState) -> dict:
-        """The phase state as plain data, for checkpoints."""
+        """The phase state as tensors and plain data, for checkpoints (the weights included)."""
         return {
+            "weights": self.flat.vector(self.model).detach().cpu(),
             "optimizer": state.optimizer.state_dict(),
             "scheduler": None if state.scheduler is None else state.scheduler.state_dict(),
             "base_lrs": list(state.base_lrs),
             "step": state.step,
             "running_baseline": state.running_baseline,
+            "lr_scale": state.lr_scale,
+            "best_mean": state.best_mean,
+            "best_weights": None if state.best_weights is None else state.best_weights.cpu(),
+            "bad_steps": state.bad_steps,
         }
 
     def load_state_dict(self, saved: dict) -> GradientState:
-        """Rebuild the phase state from :meth:`state_dict` output (model weights loaded first)."""
-        state = self.init()
+        """Rebuild the phase state (and the model's weights) from :meth:`state_dict` output."""
+        self.flat.load(self.model, saved["weights"].to(self.context.device))
+        state = self._fresh(saved["lr_scale"])
         state.optimizer.load_state_dict(saved["optimizer"])
         if state.scheduler is not None and saved["scheduler"] is not None:
             state.scheduler.load_state_dict(saved["scheduler"])
         state.base_lrs = list(saved["base_lrs"])
         state.step = saved["step"]
         state.running_baseline = saved["running_baseline"]
+        state.best_mean = saved["best_mean"]
+        best = saved["best_weights"]
+        state.best_weights = None if best is None else best.to(self.context.device)
+        state.bad_steps = saved["bad_steps"]
         return state
 
     def step(self, state: GradientState, episode: Data) -> tuple[GradientState, dict]:
         """One policy-gradient step on ``episode``; returns the new state and metrics."""
         cfg = self.config
         self.model.train()
-        logits = self.model(model_input(episode))
+        logits = to_logits(self.model(model_input(episode)), self.outputs)
         log_probs_all = torch.log_softmax(logits, dim=-1)
 
         # Sample K action sequences and score them
@@ -180,18 +224,21 @@ class GradientPhase:
             factor = (state.step + 1) / (cfg.warmup_steps + 1)
             for group, base in zip(state.optimizer.param_groups, state.base_lrs):
                 group["lr"] = base * factor
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        mean_score = float(scores.mean())
+        event = self._guard(state, mean_score, float(entropy.detach()))
+        if event is None:
+            state.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         grad_norm = None
-        if cfg.max_grad_norm is not None:
+        if event is None and cfg.max_grad_norm is not None:
             grad_norm = float(
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             )
-        state.optimizer.step()
-        if state.scheduler is not None:
-            state.scheduler.step()
+        if event is None:
+            state.optimizer.step()
+            if state.scheduler is not None:
+                state.scheduler.step()
 
-        mean_score = float(scores.mean())
         if cfg.baseline == "running":
             m = cfg.baseline_momentum
             prev = state.running_baseline
@@ -209,4 +256,34 @@ class GradientPhase:
             "grad_norm": grad_norm,
             "lr": state.optimizer.param_groups[0]["lr"],
         }
+        if event is not None:
+            metrics["event"] = event
         return state, metrics
+
+    def _guard(self, state: GradientState, mean_score: float, entropy: float) -> str | None:
+        """The collapse guard: revert to the visit's best step and lower the learning rate.
+
+        Returns the event's description when it fired (the step is then not taken)."""
+        cfg = self.config
+        if cfg.collapse_patience is None:
+            return None
+        if state.best_weights is None or mean_score > state.best_mean:
+            state.best_mean, state.bad_steps = mean_score, 0
+            state.best_weights = self.flat.vector(self.model).detach().clone()
+            return None
+        fallen = mean_score < state.best_mean - cfg.collapse_drop * abs(state.best_mean)
+        collapsed = entropy < cfg.collapse_entropy
+        state.bad_steps = state.bad_steps + 1 if (fallen or collapsed) else 0
+        if state.bad_steps < cfg.collapse_patience:
+            return None
+        why = (f"entropy {entropy:.3g} < {cfg.collapse_entropy:g}" if collapsed else
+               f"sampled score {mean_score:.4g} more than {cfg.collapse_drop:g} below the "
+               f"visit's best {state.best_mean:.4g}")
+        self.flat.load(self.model, state.best_weights)
+        scale = state.lr_scale * cfg.revert_lr_factor
+        fresh = self._fresh(scale)
+        state.optimizer, state.scheduler, state.base_lrs = (
+            fresh.optimizer, fresh.scheduler, fresh.base_lrs)
+        state.lr_scale, state.bad_steps = scale, 0
+        return (f"collapse guard: {why} for {cfg.collapse_patience} steps; reverted to the "
+                f"visit's best weights, learning rate x{scale:g}")
