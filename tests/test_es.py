@@ -232,3 +232,39 @@ def test_snes_improves_the_trading_score_through_the_population_evaluator():
     assert score is not None and score > start_score + 5
     assert math.isclose(float(evaluator.evaluate(weights[None], data).scores[0]), score)
     assert metrics["center_score"] > start_score
+
+
+def trading_setup():
+    """A small trading problem: D = 483 weights, 592 training rows."""
+    data = make_trading_data(n_steps=1000, window=8, seed=0)["train"]
+    torch.manual_seed(0)
+    return TradingSignalModel(hidden_size=8, linear_size=8), data
+
+
+def test_optimizer_with_es_alone_improves_the_trading_score():
+    import hybridopt as ho
+
+    model, data = trading_setup()
+    opt = ho.HybridOptimizer(model, trading_score, data, phases=("es",), seed=0,
+                             backend="vmap", device="cpu", threads=1)
+    start_score = opt.evaluate(data)
+    result = opt.fit(max_evaluations=700, progress=False)
+    assert result.evaluations <= 700
+    assert {row["phase"] for row in result.history[1:]} == {"es"}
+    assert result.best_score > start_score + 5
+    assert math.isclose(opt.evaluate(data), result.best_score, rel_tol=1e-5)
+
+
+def test_optimizer_switches_from_gradient_to_es():
+    import hybridopt as ho
+
+    model, data = trading_setup()
+    opt = ho.HybridOptimizer(model, trading_score, data, phases=("gradient", "es"), seed=0,
+                             backend="vmap", device="cpu", threads=1,
+                             gradient=ho.GradientConfig(max_steps=5))
+    result = opt.fit(max_evaluations=400, progress=False)
+    assert result.switches and result.switches[0]["from_phase"] == "gradient"
+    assert result.switches[0]["to_phase"] == "es"
+    es_rows = [row for row in result.history if row["phase"] == "es"]
+    assert es_rows and all(row["evaluations"] <= 400 for row in result.history)
+    assert "sigma_mean" in es_rows[-1]
