@@ -244,11 +244,15 @@ def run_hybridopt(setup: Setup, task: Task, phases: tuple[str, ...] | None,
         best = max(best, row["score"] * task.hybrid_scale)
         curve.append((row["evaluations"], best, row["wall_time"]))
     backend = next((r["backend"] for r in result.history if "backend" in r), None)
+    names = [str(getattr(p, "name", p)) for p in opt.phases]
     return {
         "best_train": best, "train": scores["train"], "valid": scores["valid"],
         "heldout": scores["test"], "evaluations": result.evaluations,
         "validation_evaluations": result.validation_evaluations, "wall_s": wall,
-        "curve": curve, "population": population,
+        "curve": curve, "phases": "+".join(names),
+        # The genetic phase's P ("-" without one: SNES sizes its own population)
+        "population": (opt.population_size if isinstance(opt.population_size, int)
+                       else population) if "genetic" in names else "-",
         "eval_path": f"population evaluator: {backend}" if backend else "gradient steps",
         "stop_reason": f"{result.stop_reason}; {len(result.switches)} switches",
     }
@@ -300,7 +304,8 @@ def run_job(job: Job) -> dict:
     if job.method in HYBRIDOPT:
         population, resolved = hybridopt_population(job, task, setup.dim)
         run = run_hybridopt(setup, task, HYBRIDOPT[job.method], population)
-        run["population"] = resolved
+        if run["population"] == "auto":
+            run["population"] = resolved
     else:
         run = peers.runner(job.method)(setup)
     run = {"task": job.task, "method": job.method, "seed": job.seed, "budget": job.budget,

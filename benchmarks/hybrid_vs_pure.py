@@ -197,6 +197,8 @@ def run_one(job: Job) -> dict:
     start = time.perf_counter()
     result = opt.fit(max_evaluations=job.budget, progress=False)
     wall = time.perf_counter() - start
+    if isinstance(opt.population_size, int):  # what the library resolved "auto" to
+        resolved = opt.population_size
     if job.histories:
         result.to_csv(Path(job.histories) / f"{job.task}_{job.budget}_{job.method}_"
                                             f"seed{job.seed}.csv")
@@ -204,10 +206,13 @@ def run_one(job: Job) -> dict:
         f"{s['evaluations']}:{s['from_phase']}>{s['to_phase']}({str(s['reason']).split(':')[0]})"
         for s in result.switches
     )
+    names = [str(getattr(p, "name", p)) for p in opt.phases]
     return {
         "task": job.task, "budget": job.budget, "method": job.method, "seed": job.seed,
-        "phases": "+".join(str(getattr(p, "name", p)) for p in opt.phases),
-        "dim": dim, "population": resolved, "population_option": job.population,
+        "phases": "+".join(names), "dim": dim,
+        # The genetic phase's P ("-" without one: SNES sizes its own population)
+        "population": resolved if "genetic" in names else "-",
+        "population_option": job.population,
         "train": opt.evaluate(splits["train"]),
         "valid": opt.evaluate(splits["valid"]),
         "heldout": opt.evaluate(splits["test"]),
