@@ -30,6 +30,10 @@ class FitResult:
         events: one dict per event inside a phase (e.g. a collapse guard's revert), with
             ``evaluations``, ``step``, ``phase`` and ``event``.
         threads: torch threads during the run.
+        pareto_front: with several objectives, one dict per non-dominated model: ``train``
+            and ``valid`` (``{name: value}``; ``valid`` None without validation data),
+            ``weights`` and ``state_dict``; else None.
+        objective_names: the objectives' names, with several objectives.
     """
 
     best_score: float
@@ -44,6 +48,8 @@ class FitResult:
     nonfinite: int = 0
     events: list[dict] = field(default_factory=list)
     threads: int | None = None
+    pareto_front: list[dict] | None = None
+    objective_names: list[str] | None = None
 
     def to_csv(self, path: str | Path) -> Path:
         """Write the history, one row per step or generation, as CSV."""
