@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -160,3 +163,96 @@ def test_optimizer_passes_backend_options_through():
                               backend_options={"n_job": 2}, phases=("genetic",),
                               population_size=4)
         opt.fit(max_evaluations=8, progress=False)
+
+
+# -- several objectives -----------------------------------------------------------------------
+
+
+OBJECTIVES = ("hits", "zeros")
+
+
+def np_two_objectives(actions, data):
+    """Two objectives in plain numpy (not vmappable): hit rate and share of action 0."""
+    a, best = np.asarray(actions), np.asarray(data[1])
+    return {"hits": float((a == best).mean()), "zeros": float((a == 0).mean())}
+
+
+def _multi_scorer() -> Scorer:
+    scorer = Scorer(np_two_objectives, objectives=list(OBJECTIVES))
+    scorer.mode = "per_sequence"
+    return scorer
+
+
+def test_merge_carries_objectives_in_order():
+    first = ShardScores(torch.tensor([0.5, 1.0], dtype=torch.float64), torch.ones(2, dtype=bool),
+                        None, torch.tensor([[0.0, 1.0], [1.0, 1.0]], dtype=torch.float64))
+    second = ShardScores(torch.tensor([0.25], dtype=torch.float64), torch.ones(1, dtype=bool),
+                         None, torch.tensor([[0.5, 0.0]], dtype=torch.float64))
+    batch = merge([first, second])
+    assert batch.objectives.tolist() == [[0.0, 1.0], [1.0, 1.0], [0.5, 0.0]]
+    assert batch.scores.tolist() == [0.5, 1.0, 0.25]
+    # A single-score shard has no objectives (the three-field form still builds)
+    assert merge([ShardScores(first.scores, first.finite, None)]).objectives is None
+    with pytest.raises(ValueError, match="with and without objectives"):
+        merge([first, ShardScores(second.scores, second.finite, None)])
+
+
+def test_joblib_carries_objectives_like_the_in_process_loop():
+    model, data = mlp().eval(), make_bandit()
+    flat = FlatParams.from_module(model)
+    loop = PopulationEvaluator(model, _multi_scorer(), flat, method="loop")
+    with make_backend("joblib", model=model, score_fn=np_two_objectives,
+                      score_mode="per_sequence", flat=flat, data=data,
+                      objectives=list(OBJECTIVES), n_jobs=2) as backend:
+        for p, bounds in ((11, None), (5, (40, 120))):
+            population = _population(model, p, seed=p)
+            episode = data if bounds is None else slice_data(data, *bounds)
+            want = loop.evaluate(population, episode)
+            have = backend.evaluate(population, bounds)
+            assert have.objectives.shape == (p, len(OBJECTIVES))
+            assert have.objectives.dtype == torch.float64
+            assert torch.equal(have.objectives, want.objectives)
+            assert torch.equal(have.scores, want.scores)  # the mean of the objectives
+            assert torch.equal(have.finite, want.finite)
+            # Re-scalarised on the driver, as under the driver scorer's weights
+            weights = torch.tensor([0.8, 0.2], dtype=torch.float64)
+            assert torch.equal(have.scalarised(weights).scores, want.objectives @ weights)
+
+
+def test_single_score_backend_has_no_objectives():
+    with _make("joblib", n_jobs=1) as backend:
+        model = mlp().eval()
+        assert backend.evaluate(_population(model, 3), None).objectives is None
+
+
+def test_bad_objectives_fail_before_workers_start():
+    with pytest.raises(ValueError, match="distinct"):
+        _make("joblib", objectives=["hits", "hits"])
+
+
+@pytest.mark.ray
+def test_ray_carries_objectives_like_the_in_process_loop(monkeypatch):
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("Ray is already initialised in this process")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # Ray 2.60 turns token auth on by default
+    # A local Ray of its own: loopback 127.0.0.2, its files in a temp dir, no dashboard
+    temp_dir = tempfile.mkdtemp(prefix="hxobj-")  # short: Ray's socket paths must fit 107 bytes
+    local = {"_node_ip_address": "127.0.0.2", "include_dashboard": False, "num_cpus": 2,
+             "_temp_dir": temp_dir}
+    model, data = mlp().eval(), make_bandit()
+    flat = FlatParams.from_module(model)
+    loop = PopulationEvaluator(model, _multi_scorer(), flat, method="loop")
+    population = _population(model, 7, seed=3)
+    try:
+        with make_backend("ray", model=model, score_fn=np_two_objectives,
+                          score_mode="per_sequence", flat=flat, data=data,
+                          objectives=list(OBJECTIVES), num_actors=2, method="loop",
+                          init_options=local) as backend:
+            have = backend.evaluate(population, (10, 90))
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not ray.is_initialized()  # the backend stopped the Ray it started
+    want = loop.evaluate(population, slice_data(data, 10, 90))
+    assert torch.equal(have.objectives, want.objectives)
+    assert torch.equal(have.scores, want.scores)

@@ -12,6 +12,7 @@ modules to Ray workers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
@@ -30,7 +31,8 @@ class Backend(Protocol):
     """What the optimizer needs from a distributed backend."""
 
     def evaluate(self, population: Tensor, bounds: tuple[int, int] | None) -> ScoreBatch:
-        """Scores ``[P]`` of ``population`` on rows ``bounds`` of the workers' data."""
+        """Scores ``[P]`` (and objectives ``[P, M]``) of ``population`` on rows ``bounds`` of
+        the workers' data."""
 
     def close(self) -> None:
         """Release the workers."""
@@ -67,6 +69,7 @@ def make_backend(
     address: str | None = None,
     device: str | torch.device = "cpu",
     chunk_size: int | None = None,
+    objectives: Sequence[str] | int | None = None,
     **options: Any,
 ) -> Backend:
     """Start the workers of backend ``name`` and return it.
@@ -81,6 +84,11 @@ def make_backend(
         address: Ray cluster address (None: ``RAY_ADDRESS``, else a local Ray); Ray only.
         device: the optimizer's device; workers choose their own.
         chunk_size: individuals per vmap call (None: sized from memory).
+        objectives: None (one score), or the driver scorer's objective names (``Scorer.names``;
+            an int M also works): every worker scores with ``Scorer(score_fn,
+            objectives=objectives)`` and the batches carry ``objectives [P, M]``. Their
+            ``scores`` are the mean of the objectives; re-scalarise on the driver if its
+            scorer has weights.
         **options: the backend's options, see
             :class:`~hybridopt.backends.ray_backend.RayOptions` and
             :class:`~hybridopt.backends.joblib_backend.JoblibOptions`.
@@ -89,7 +97,8 @@ def make_backend(
         A backend with ``evaluate(population, bounds) -> ScoreBatch`` and ``close()``.
 
     Raises:
-        ValueError: if ``name`` or an option is unknown, or an option has a bad value.
+        ValueError: if ``name`` or an option is unknown, or an option has a bad value, or
+            ``objectives`` is not None, an int >= 1 or distinct names.
 
     Example:
         >>> backend = make_backend("joblib", model=model, score_fn=score, score_mode="vmap",
@@ -97,9 +106,12 @@ def make_backend(
         >>> backend.evaluate(population, None).scores
         >>> backend.close()
     """
+    from hybridopt.objectives import parse_objectives
+
+    m, names = parse_objectives(objectives)  # checked here, before any worker starts
     common = dict(
         model=model, score_fn=score_fn, score_mode=score_mode, flat=flat, data=data,
-        chunk_size=chunk_size,
+        chunk_size=chunk_size, objectives=names if names is not None else m,
     )
     if name == "joblib":
         from hybridopt.backends.joblib_backend import JoblibBackend

@@ -89,13 +89,16 @@ class JoblibBackend:
         flat: layout of the trainable weights.
         data: the whole training data, sent once to each process.
         chunk_size: individuals per vmap call (None: sized from memory).
+        objectives: None, or the objective names (or their number M) the workers' scorers
+            use; the batches then carry ``objectives [P, M]``.
         **options: fields of :class:`JoblibOptions`.
 
     Raises:
         ValueError: if an option is unknown or has a bad value.
     """
 
-    def __init__(self, *, model, score_fn, score_mode, flat, data, chunk_size=None, **options):
+    def __init__(self, *, model, score_fn, score_mode, flat, data, chunk_size=None,
+                 objectives=None, **options):
         self.options = parse_options("joblib", JoblibOptions, options)
         from joblib.externals.loky import ProcessPoolExecutor
 
@@ -104,7 +107,7 @@ class JoblibBackend:
         workers = self.options.workers
         spec = WorkerSpec(
             model=cpu_model(model), score_fn=score_fn, score_mode=score_mode, flat=flat,
-            method=self.options.method, chunk_size=chunk_size,
+            method=self.options.method, chunk_size=chunk_size, objectives=objectives,
         )
         self._executor = ProcessPoolExecutor(
             max_workers=workers, initializer=_init_worker,
@@ -112,7 +115,8 @@ class JoblibBackend:
         )
 
     def evaluate(self, population: Tensor, bounds: Bounds) -> ScoreBatch:
-        """Scores ``[P]`` of ``population`` on rows ``bounds`` of the data, in order.
+        """Scores ``[P]`` (and objectives ``[P, M]``) of ``population`` on rows ``bounds`` of
+        the data, in order.
 
         Raises:
             TimeoutError: if the shards take longer than ``timeout``.

@@ -5,6 +5,11 @@ A :class:`Worker` holds its own copy of the model (inside a
 and the whole training data, sent to it once. Each call scores one contiguous shard of the
 population on a row slice of that data. Because every individual is scored independently, the
 shards' scores, put back in order, are the scores of the whole population.
+
+With several objectives (``WorkerSpec.objectives``) a shard also carries its ``[S, M]``
+objectives back. Its ``scores`` are then the workers' default scalarisation (the mean of the
+objectives): a driver that set :meth:`~hybridopt.scoring.Scorer.set_weights` re-scalarises the
+merged batch with :meth:`~hybridopt.scoring.ScoreBatch.scalarised`.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class WorkerSpec:
         flat: layout of the trainable weights in a flat vector.
         method: "vmap", "loop" or "auto" (see :class:`PopulationEvaluator`).
         chunk_size: individuals per vmap call; None sizes chunks from memory.
+        objectives: None (one score), or the driver scorer's objective names (or their
+            number M): the worker's scorer is ``Scorer(score_fn, objectives=objectives)``.
     """
 
     model: nn.Module
@@ -48,14 +55,23 @@ class WorkerSpec:
     flat: FlatParams
     method: str = "vmap"
     chunk_size: int | None = None
+    objectives: tuple[str, ...] | int | None = None
 
 
 class ShardScores(NamedTuple):
-    """Scores of one shard, as they travel back to the driver."""
+    """Scores of one shard, as they travel back to the driver.
+
+    Attributes:
+        scores: ``[S]`` float64 scores (with several objectives: their mean).
+        finite: ``[S]`` bool.
+        observed: per-item observed mask shaped like the shard's actions, or None.
+        objectives: ``[S, M]`` float64 objectives, or None for a single score.
+    """
 
     scores: Tensor
     finite: Tensor
     observed: Tensor | None
+    objectives: Tensor | None = None
 
 
 class Worker:
@@ -78,7 +94,7 @@ class Worker:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         self.device = resolve_device(device)
-        scorer = Scorer(spec.score_fn)
+        scorer = Scorer(spec.score_fn, objectives=spec.objectives)
         scorer.mode = spec.score_mode  # chosen and checked on the driver already
         self.evaluator = PopulationEvaluator(
             spec.model, scorer, spec.flat, method=spec.method, device=self.device,
@@ -92,7 +108,8 @@ class Worker:
         episode = self.data if bounds is None else slice_data(self.data, *bounds)
         batch = self.evaluator.evaluate(population, episode)
         observed = None if batch.observed is None else batch.observed.cpu()
-        return ShardScores(batch.scores.cpu(), batch.finite.cpu(), observed)
+        objectives = None if batch.objectives is None else batch.objectives.cpu()
+        return ShardScores(batch.scores.cpu(), batch.finite.cpu(), observed, objectives)
 
     def info(self) -> dict:
         """Where this worker runs: process id, host name and device."""
@@ -123,7 +140,11 @@ def shard_bounds(total: int, parts: int) -> list[tuple[int, int]]:
 
 
 def merge(shards: Sequence[ShardScores]) -> ScoreBatch:
-    """One :class:`ScoreBatch` from the shards' scores, in shard order."""
+    """One :class:`ScoreBatch` from the shards' scores (and objectives), in shard order.
+
+    Raises:
+        ValueError: if some shards carry objectives and others do not.
+    """
     scores = torch.cat([s.scores for s in shards])
     finite = torch.cat([s.finite for s in shards])
     observed = None
@@ -134,7 +155,14 @@ def merge(shards: Sequence[ShardScores]) -> ScoreBatch:
             else torch.ones(len(s.scores), *shape, dtype=torch.bool)
             for s in shards
         ])
-    return ScoreBatch(scores=scores, observed=observed, finite=finite)
+    objectives = None
+    with_objectives = [s.objectives is not None for s in shards]
+    if any(with_objectives):
+        if not all(with_objectives):
+            raise ValueError("merge got shards with and without objectives; every worker must "
+                             "score with the same objectives.")
+        objectives = torch.cat([s.objectives for s in shards])
+    return ScoreBatch(scores=scores, observed=observed, finite=finite, objectives=objectives)
 
 
 def parse_options(backend: str, cls: type, options: dict) -> Any:

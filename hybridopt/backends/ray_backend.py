@@ -107,6 +107,8 @@ class RayBackend:
         data: the whole training data, put once in Ray's object store.
         address: cluster address; None: ``RAY_ADDRESS``, else a new local Ray.
         chunk_size: individuals per vmap call (None: sized from memory).
+        objectives: None, or the objective names (or their number M) the workers' scorers
+            use; the batches then carry ``objectives [P, M]``.
         **options: fields of :class:`RayOptions`.
 
     Raises:
@@ -121,7 +123,7 @@ class RayBackend:
 
     def __init__(
         self, *, model, score_fn, score_mode, flat, data, address=None, chunk_size=None,
-        **options,
+        objectives=None, **options,
     ) -> None:
         self.options = opts = parse_options("ray", RayOptions, options)
         import ray
@@ -140,7 +142,7 @@ class RayBackend:
         try:
             spec = WorkerSpec(
                 model=cpu_model(model), score_fn=score_fn, score_mode=score_mode, flat=flat,
-                method=opts.method, chunk_size=chunk_size,
+                method=opts.method, chunk_size=chunk_size, objectives=objectives,
             )
             data = data_to(data, "cpu")
             with shipped_by_value(spec, type(data), enabled=opts.ship_code) as self.shipped:
@@ -301,7 +303,8 @@ class RayBackend:
     # -- evaluation --------------------------------------------------------------------------
 
     def evaluate(self, population: Tensor, bounds: Bounds) -> ScoreBatch:
-        """Scores ``[P]`` of ``population`` on rows ``bounds`` of the data, in order.
+        """Scores ``[P]`` (and objectives ``[P, M]``) of ``population`` on rows ``bounds`` of
+        the data, in order.
 
         Raises:
             RuntimeError: if a shard failed more than ``max_retries`` times, or no actor is
