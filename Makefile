@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 # torch is installed first and pinned, so no install ever pulls a CUDA build of several GB.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-gpu clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.installed
 	$(PY) benchmarks/population_eval.py
 	$(PY) benchmarks/ray_scaling.py
+
+# On a CUDA machine; a fresh .venv needs a CUDA build of torch, e.g.
+#   make bench-gpu TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+bench-gpu: $(VENV)/.installed
+	$(PY) benchmarks/population_eval.py --device cuda
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

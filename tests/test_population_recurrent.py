@@ -198,3 +198,23 @@ def test_training_mode_dropout_is_applied_between_layers():
     assert not torch.allclose(a, b)
     pop.eval()
     torch.testing.assert_close(pop(x)[0], ref.eval()(x)[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("cls,pop_cls,kw", CASES, ids=["lstm", "gru", "rnn_tanh", "rnn_relu"])
+def test_bfloat16_stays_close_to_float32(cls, pop_cls, kw):
+    """Cast to bfloat16 (weights, input, carried states), the Pop* modules track float32 torch
+    to bfloat16's resolution, also under vmap over a population."""
+    torch.manual_seed(4)
+    ref = cls(3, 16, num_layers=2, batch_first=True, **kw).eval()
+    vec = make_vectorizable(ref).to(torch.bfloat16)
+    pop = {n: p.detach() + 0.1 * torch.randn(4, *p.shape) for n, p in ref.named_parameters()}
+    x = torch.randn(8, 12, 3)
+    with torch.no_grad():
+        got = vmap(lambda p, xx: functional_call(vec, p, (xx,)), in_dims=(0, None))(
+            {n: v.bfloat16() for n, v in pop.items()}, x.bfloat16())
+        want = [functional_call(ref, {n: v[i] for n, v in pop.items()}, (x,)) for i in range(4)]
+    assert got[0].dtype == torch.bfloat16
+    for i in range(4):
+        out = got[0][i].float()
+        torch.testing.assert_close(out, want[i][0], atol=0.05 * want[i][0].abs().max().item(),
+                                   rtol=0)

@@ -12,6 +12,11 @@ individual and was slower); states are gate-major (H, N) so gate chunks are cont
 tanh is evaluated as ``2*sigmoid(2a) - 1`` (torch's CPU tanh costs ~4x a sigmoid), its
 factors folded into the stacked weights and into affinely shifted carried states.
 
+The dtype follows the weights and the input: cast both to bfloat16 (as the evaluator does for
+``precision="bfloat16"``) and every product, gate and carried state runs in bfloat16; argmax
+actions of the seed LSTM then agree with float32 on ~99.7% of rows. Under ``torch.autocast``
+only the products drop precision.
+
 Dropout between layers is applied in training mode, as torch does (under ``vmap`` this
 needs ``randomness="different"``); call ``.eval()`` for population evaluation.
 """
