@@ -103,9 +103,12 @@ def run(opt: Any, budget: Budget, callbacks: tuple, progress: bool) -> FitResult
         log.warning("interrupted: returning the best weights found so far")
     finally:
         bar.close()
-    opt._call_start = None
     if opt.checkpoint_dir is not None and stop_reason != "interrupted":
+        # The final checkpoint still holds where this call started: resuming from it (after a
+        # callback's stop, or a kill before the caller saw the result) spends what is left of
+        # this call's budget, not a new one
         opt.save_checkpoint()
+    opt._call_start = None
     return result(opt, stop_reason, wall_before + time.perf_counter() - budget.start_time)
 
 

@@ -70,7 +70,9 @@ class Selection:
                 self.evaluations += 1
         else:
             selection = train_score
-        if selection > self.best_score or (
+        # The first candidate is always kept, even when it scores -inf (a non-finite
+        # score): best_weights must never be None once a candidate was offered
+        if self.best_weights is None or selection > self.best_score or (
             selection == self.best_score and train_score > self.best_train_score
         ):
             self.keep(weights, selection, train_score, valid)
