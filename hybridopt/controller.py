@@ -49,7 +49,8 @@ class Controller:
             evaluations: what the step spent (counts towards the visit's share of ``budget``).
             flat: the step saw no score differences at all (equal samples, or a population
                 with one fitness): such a step neither improves nor stalls the phase, and
-                ``stall.flat_patience`` of them in a row end it.
+                ``stall.flat_patience`` of them in a row end it, unless the phase sets
+                ``flat_ends = False`` (the genetic phase widens its mutations instead).
             budget: the run's ``max_evaluations``, for ``stall.max_share``.
 
         With a single phase there is nothing to switch to: always None.
@@ -65,7 +66,7 @@ class Controller:
                 monitored, phase.patience or self.stall.patience,
                 label=f"the {phase.name} phase's best", unit=unit,
             )
-        if self.flat_streak >= self.stall.flat_patience:
+        if self.flat_streak >= self.stall.flat_patience and getattr(phase, "flat_ends", True):
             reason = (f"flat: every score of the {phase.name} phase equal for "
                       f"{self.flat_streak} {unit} (no signal to follow)")
         share = self.stall.max_share

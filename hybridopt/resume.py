@@ -8,7 +8,12 @@ Everything is tensors and plain data, loadable with ``torch.load(weights_only=Tr
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+from hybridopt.checkpoint import latest_checkpoint, load_checkpoint
+
+log = logging.getLogger("hybridopt.optimizer")
 
 
 def identity(opt: Any) -> dict:
@@ -43,6 +48,7 @@ def payload(opt: Any) -> dict:
         "events": opt.events,
         "scorer_mode": opt.scorer.mode,
         "evaluator": {"choice": opt.evaluator.choice, "chunk_size": opt.evaluator.chunk_size},
+        "archive": None if opt.pareto_archive is None else opt.pareto_archive.state_dict(),
     }
 
 
@@ -61,6 +67,19 @@ def restore(opt: Any, saved: dict) -> None:
     opt.scorer.mode = saved["scorer_mode"]
     opt.evaluator.choice = saved["evaluator"]["choice"]
     opt.evaluator.chunk_size = saved["evaluator"]["chunk_size"]
+    if saved["archive"] is not None:
+        opt.pareto_archive.load_state_dict(saved["archive"], opt.device)
     state = saved["phase_state"]
     opt._state = None if state is None else opt.controller.phase.load_state_dict(state)
     opt._live = None
+
+
+def resume_latest(opt: Any) -> None:
+    """Put ``opt`` back to the latest checkpoint in its ``checkpoint_dir`` (a warning and a
+    fresh start when there is none yet)."""
+    path = latest_checkpoint(opt.checkpoint_dir)
+    if path is None:
+        log.warning("resume=True but %s holds no checkpoint: starting fresh", opt.checkpoint_dir)
+        return
+    restore(opt, load_checkpoint(path, identity(opt)))
+    log.info("resumed from %s at step %d", path, len(opt.history))

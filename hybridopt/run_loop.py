@@ -6,12 +6,17 @@ same budgets, best-so-far tracking, stall detection, history, callbacks and chec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from hybridopt.callbacks import dispatch
+from hybridopt.phases.base import PhaseContext
+from hybridopt.population.size import resolve_population_size
 from hybridopt.progress import Progress
 from hybridopt.result import FitResult
 
@@ -49,6 +54,44 @@ class Budget:
         return ""
 
 
+@contextlib.contextmanager
+def threads(n: int | None):
+    """torch's thread count set to ``n`` (None: unchanged) for the block, then put back."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def bind(opt: Any, max_evaluations: int | None) -> None:
+    """At the first ``fit``: resolve the population size from its budget and hand every phase
+    its parts (:class:`PhaseContext`)."""
+    if opt._bound:
+        return
+    opt.population_size = resolve_population_size(opt.population_size, opt.flat.dim,
+                                                  max_evaluations)
+    context = PhaseContext(
+        model=opt.model, flat=opt.flat, scorer=opt.scorer, evaluate=opt._evaluate_population,
+        generator=opt.generator, device=opt.device, fixed_data=opt.episode_length is None,
+        population_size=opt.population_size, max_evaluations=max_evaluations,
+        outputs=opt.outputs,
+    )
+    for phase in opt.phase_objects:
+        phase.bind(context)
+    opt._bound = True
+
+
+def score_start(opt: Any) -> None:
+    """The model's own weights are the first candidate: a run never ends below them."""
+    weights = opt.flat.vector(opt.model)
+    score = opt._score_weights(weights, opt.data, train=True)
+    opt.evaluations += 1
+    opt.selection.offer(weights, score)
+
+
 def run(opt: Any, budget: Budget, callbacks: tuple, progress: bool) -> FitResult:
     """Step the running phase until ``budget`` says stop; returns the call's result."""
     wall_before = opt.history[-1]["wall_time"] if opt.history else 0.0
@@ -62,8 +105,9 @@ def run(opt: Any, budget: Budget, callbacks: tuple, progress: bool) -> FitResult
             opt._live = None
         if opt._state is None:
             if not opt.history:
-                opt._score_start()
+                score_start(opt)
             best = opt.selection.best_weights
+            opt.evaluation.visit(len(opt.switches))
             opt._state = opt.controller.phase.init(best, best)
         while True:
             stop_reason = budget.spent(opt)
@@ -123,8 +167,8 @@ def step(opt: Any, wall_time: float) -> dict:
 
     # The phase's candidate and its training score (scored here when the phase has none)
     weights, score = phase.candidate(opt._state)
-    if score is None:
-        score = opt._score_weights(weights, opt.data)
+    if score is None or opt.scorer.n_objectives is not None:
+        score = opt._score_weights(weights, opt.data, train=True)
         opt.evaluations += 1
     spent = opt.evaluations - (opt.history[-1]["evaluations"] if opt.history else 0)
     judged = opt.selection.offer(weights, score, spent)
@@ -154,6 +198,7 @@ def switch(opt: Any, reason: str, callbacks: tuple) -> dict:
     from_phase, to_phase = opt.controller.switch()
     best = opt.selection.best_weights
     start = best if opt.stall_config.start_from == "best" else handoff
+    opt.evaluation.visit(len(opt.switches) + 1)
     opt._state = opt.controller.phase.init(start, best)
     record = {
         "evaluations": opt.evaluations,
@@ -174,6 +219,11 @@ def result(opt: Any, stop_reason: str, wall_time: float) -> FitResult:
     the running phase had it is kept for the next ``fit``)."""
     opt._live = opt.flat.vector(opt.model).detach().clone()
     opt.flat.load(opt.model, opt.selection.best_weights)
+    front = None
+    if opt.pareto_archive is not None:
+        front = opt.front()
+        if opt.select is not None and front:
+            opt.load_front(opt.select(front))
     return FitResult(
         best_score=opt.selection.best_score,
         best_train_score=opt.selection.best_train_score,
@@ -187,4 +237,6 @@ def result(opt: Any, stop_reason: str, wall_time: float) -> FitResult:
         stop_reason=stop_reason,
         nonfinite=opt.nonfinite,
         threads=opt.threads_used,
+        pareto_front=front,
+        objective_names=None if front is None else list(opt.scorer.names),
     )

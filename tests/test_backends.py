@@ -53,7 +53,7 @@ def test_joblib_equals_in_process_loop():
         assert got.best_score == expected.best_score
 
         # The same scores as the loop, whatever the population size and row slice
-        backend, model, data = opt._distributed, mlp().eval(), make_bandit()
+        backend, model, data = opt.evaluation.distributed, mlp().eval(), make_bandit()
         assert backend.worker_threads() == [1, 1]  # one torch thread per worker by default
         scorer = Scorer(np_hits)
         scorer.mode = "per_sequence"

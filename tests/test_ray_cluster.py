@@ -236,7 +236,7 @@ def _fit(backend: str, address=None, callback=None, model=None, score_fn=hits, *
     with opt:
         result = opt.fit(max_evaluations=N_EVALS, progress=False,
                          callbacks=() if callback is None else (callback,))
-        failures = getattr(opt._distributed, "failures", 0)
+        failures = getattr(opt.evaluation.distributed, "failures", 0)
     return result, failures
 
 
@@ -253,7 +253,7 @@ def _same(result, expected) -> None:
 
 
 def _node_ips(opt) -> set[str]:
-    return {w["node_ip"] for w in opt._distributed.worker_info()}
+    return {w["node_ip"] for w in opt.evaluation.distributed.worker_info()}
 
 
 # -- the user's own code ----------------------------------------------------------------------
@@ -339,7 +339,7 @@ def test_users_own_modules_travel_to_both_nodes(cluster, user_code):
     class Where:
         def on_generation(self, opt, row) -> None:
             ips.update(_node_ips(opt))
-            shipped[:] = opt._distributed.shipped
+            shipped[:] = opt.evaluation.distributed.shipped
 
     result, failures = _fit("ray", cluster.address, Where(), model=make_model(), score_fn=score)
     _same(result, expected)
@@ -369,7 +369,7 @@ with HybridOptimizer(model, hits, (x, best), backend="ray", address=ADDRESS,
                      backend_options=options, phases=("genetic",), population_size=8,
                      seed=0) as opt:
     result = opt.fit(max_evaluations=24, progress=False)
-    ips = sorted({w["node_ip"] for w in opt._distributed.worker_info()})
+    ips = sorted({w["node_ip"] for w in opt.evaluation.distributed.worker_info()})
 print("HEALTHY", result.best_score, ips)
 """
 
@@ -416,7 +416,7 @@ def test_killed_actor_process_gives_identical_result(cluster, undisturbed):
     cluster.ensure_node()
 
     def actor_pid(opt):
-        return {opt._distributed.worker_info()[0]["pid"]}
+        return {opt.evaluation.distributed.worker_info()[0]["pid"]}
 
     killer = KillMidGeneration(actor_pid)
     result, failures = _fit("ray", cluster.address, killer)
@@ -452,7 +452,7 @@ class KillDuringStartUp(threading.Thread):
             if any(table[p][3].startswith("ray::RayWorker") for p in self.node.pids()
                    if p in table):
                 opt = self.holder.get("opt")
-                self.killed_during_start_up = opt is not None and opt._distributed is None
+                self.killed_during_start_up = opt is not None and opt.evaluation.distributed is None
                 self.node.kill()
                 return
             time.sleep(0.02)
@@ -466,7 +466,7 @@ def test_dead_node_during_start_up_gives_identical_result(cluster, undisturbed):
 
     class Watch:
         def on_generation(self, opt, row) -> None:
-            backend = opt._distributed
+            backend = opt.evaluation.distributed
             live.append(len(backend.worker_info()))
             if row["step"] == 2:  # give the replacement time to come up on the head
                 deadline = time.monotonic() + 60

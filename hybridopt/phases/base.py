@@ -63,6 +63,8 @@ class Phase(Protocol):
         patience: checks without a new best before the phase counts as stalled; None: the
             controller's ``StallConfig.patience``.
         max_checks: the phase's own budget in steps per visit; None: no cap.
+        flat_ends (optional, default True): whether ``StallConfig.flat_patience`` flat steps
+            in a row end the phase; a phase that handles flat scores itself sets False.
     """
 
     name: str

@@ -16,74 +16,13 @@ from torch import Tensor
 
 from hybridopt.config import GeneticConfig
 from hybridopt.data import Data
-from hybridopt.phases import _deap
+from hybridopt.phases import _deap, nsga2
 from hybridopt.phases.base import PhaseContext
-from hybridopt.population.flat import FlatParams
-
-# -- vectorised variation operators ---------------------------------------------------------
-
-
-def cx_blend(a: Tensor, b: Tensor, alpha: float, prob: float, generator: torch.Generator):
-    """BLX-alpha crossover of pairs ``(a[i], b[i])``; each pair is crossed with prob ``prob``.
-
-    Works in place on the crossed rows of ``a`` and ``b`` (and returns them): only those rows
-    draw random numbers, so a generation costs O(crossed pairs x D), not O(P x D).
-    """
-    m, d = a.shape
-    idx = (torch.rand(m, generator=generator, device=a.device) < prob).nonzero().squeeze(1)
-    if idx.numel() == 0:
-        return a, b
-    pa, pb = a[idx], b[idx]
-    gamma = torch.rand(len(idx), d, generator=generator, device=a.device)
-    gamma = gamma.mul_(1 + 2 * alpha).sub_(alpha)
-    diff = (pb - pa).mul_(gamma)
-    a[idx] = pa + diff
-    b[idx] = pb - diff
-    return a, b
-
-
-def cx_uniform(a: Tensor, b: Tensor, swap_prob: float, prob: float, generator: torch.Generator):
-    """Uniform crossover: crossed pairs swap each weight with probability ``swap_prob``.
-
-    Works in place on the crossed rows of ``a`` and ``b`` (and returns them).
-    """
-    m, d = a.shape
-    idx = (torch.rand(m, generator=generator, device=a.device) < prob).nonzero().squeeze(1)
-    if idx.numel() == 0:
-        return a, b
-    pa, pb = a[idx], b[idx]
-    swap = torch.rand(len(idx), d, generator=generator, device=a.device) < swap_prob
-    a[idx] = torch.where(swap, pb, pa)
-    b[idx] = torch.where(swap, pa, pb)
-    return a, b
-
-
-def mut_gaussian(
-    x: Tensor, scale: Tensor, prob: float, gene_prob: float, generator: torch.Generator
-) -> Tensor:
-    """Gaussian mutation: with probability ``prob`` an individual gets ``N(0, scale)`` noise on
-    ``round(gene_prob * D)`` weights drawn at random (with replacement). Works in place."""
-    m, d = x.shape
-    mutated = (torch.rand(m, generator=generator, device=x.device) < prob).nonzero().squeeze(1)
-    genes = max(1, round(gene_prob * d))
-    if mutated.numel() == 0 or gene_prob == 0:
-        return x
-    cols = torch.randint(d, (len(mutated), genes), generator=generator, device=x.device)
-    noise = torch.randn(len(mutated), genes, generator=generator, device=x.device) * scale[cols]
-    rows = mutated.unsqueeze(1).expand_as(cols)
-    return x.index_put_((rows, cols), noise.to(x.dtype), accumulate=True)
-
-
-def tensor_scales(flat: FlatParams, weights: Tensor) -> Tensor:
-    """Per-weight scale ``[D]``: the RMS of the parameter tensor it belongs to, floored."""
-    pieces = flat.split(weights)
-    rms = torch.stack([p.float().pow(2).mean().sqrt() for p in pieces])
-    floor = 0.1 * rms[rms > 0].mean() if (rms > 0).any() else torch.tensor(0.1)
-    rms = torch.maximum(rms, floor.clamp(min=1e-3))
-    return rms.repeat_interleave(torch.tensor(flat.sizes)).to(weights.device, weights.dtype)
-
+from hybridopt.phases.variation import cx_blend, cx_uniform, mut_gaussian, tensor_scales
 
 # -- the phase ------------------------------------------------------------------------------
+
+PER_ROW = ("population", "scores", "evaluated", "uids", "objectives")  # one entry per member
 
 
 @dataclass
@@ -101,6 +40,8 @@ class GeneticState:
     logbook: _deap.Logbook = field(default_factory=_deap.Logbook)
     generation: int = 0
     flat_streak: int = 0
+    objectives: Tensor | None = None  # [P, M] with several objectives
+    previous: dict | None = None  # NSGA-II: last generation's survivors, rows as above
 
 
 class GeneticPhase:
@@ -112,6 +53,7 @@ class GeneticPhase:
 
     name = "genetic"
     unit = "generation"
+    flat_ends = False  # a flat generation widens the mutations instead
 
     def __init__(self, config: GeneticConfig | None = None) -> None:
         config = config or GeneticConfig()
@@ -145,6 +87,7 @@ class GeneticPhase:
         self.flat, self.evaluate = context.flat, context.evaluate
         self.generator, self.population_size = context.generator, context.population_size
         self.fixed_data = context.fixed_data
+        self.objectives = context.scorer.n_objectives  # None, or M: NSGA-II survivors
 
     def init(self, start: Tensor, best: Tensor | None = None) -> GeneticState:
         """Seed P individuals around ``start`` ``[D]``; ``start`` itself (and ``best``, when it
@@ -177,6 +120,8 @@ class GeneticPhase:
             next_uid=p,
             py_random=random.Random(seed),
             hall_of_fame=_deap.HallOfFame(cfg.hall_of_fame, similar=_deap.same_member),
+            objectives=None if self.objectives is None
+            else torch.full((p, self.objectives), -math.inf, dtype=torch.float64),
         )
 
     def step(self, state: GeneticState, episode: Data) -> tuple[GeneticState, dict]:
@@ -199,6 +144,11 @@ class GeneticPhase:
             state.scores[todo] = scores.to(state.scores.dtype)
             state.evaluated[todo] = True
             nonfinite = batch.n_nonfinite
+            if state.objectives is not None:
+                objectives = torch.where(batch.finite[:, None], batch.objectives, -math.inf)
+                state.objectives[todo] = objectives.to(torch.float64)
+        if state.previous is not None:
+            state = self._survive(state)
 
         # DEAP bookkeeping: members, hall of fame, statistics
         members = [
@@ -248,6 +198,9 @@ class GeneticPhase:
             "logbook": [dict(r) for r in state.logbook],
             "generation": state.generation,
             "flat_streak": state.flat_streak,
+            "objectives": state.objectives,
+            "previous": None if state.previous is None
+            else {k: v.cpu() for k, v in state.previous.items()},
         }
 
     def load_state_dict(self, saved: dict) -> GeneticState:
@@ -279,6 +232,10 @@ class GeneticPhase:
             logbook=logbook,
             generation=saved["generation"],
             flat_streak=saved["flat_streak"],
+            objectives=saved["objectives"],
+            previous=None if saved["previous"] is None else {
+                k: v.to(device) if k == "population" else v for k, v in saved["previous"].items()
+            },
         )
 
     def best(self, state: GeneticState) -> tuple[Tensor, float]:
@@ -299,26 +256,42 @@ class GeneticPhase:
             return self.population_size
         if state.generation == 0:
             return int((~state.evaluated).sum())
-        return self.population_size - min(self.config.elite, self.population_size)
+        elite = 0 if state.objectives is not None else self.config.elite
+        return self.population_size - min(elite, self.population_size)
 
     def handoff(self, state: GeneticState) -> Tensor:
         """The hall of fame's best on fixed data (scores comparable across generations), else
         the last generation's best."""
-        if self.fixed_data and len(state.hall_of_fame):
+        if self.fixed_data and len(state.hall_of_fame) and state.objectives is None:
             return state.hall_of_fame[0].weights
         return self.best(state)[0]
 
+    def _survive(self, state: GeneticState) -> GeneticState:
+        """NSGA-II: the best P of last generation's survivors and the offspring together."""
+        prev, p = state.previous, self.population_size
+        rows = {k: torch.cat([prev[k], getattr(state, k).to(prev[k].device)]) for k in prev}
+        keep = nsga2.survivors(rows["objectives"], p)
+        for k, v in rows.items():
+            setattr(state, k, v[keep.to(v.device)])
+        state.previous = None
+        return state
+
     def _vary(self, state: GeneticState) -> GeneticState:
         p, cfg = self.population_size, self.config
-        n_elite = min(cfg.elite, p)
+        n_elite = 0 if state.objectives is not None else min(cfg.elite, p)
         order = torch.argsort(state.scores, descending=True, stable=True)
         elites = order[:n_elite]
 
-        # Selection (DEAP, on the optimiser's own random stream)
-        members = [_deap.make_member(i, 0, s) for i, s in enumerate(state.scores.tolist())]
-        with _deap.private_random(state.py_random):
-            chosen = self.toolbox.select(members, p - n_elite)
-        parents = torch.tensor([m.index for m in chosen], dtype=torch.long)
+        # Selection: NSGA-II's crowded tournament with several objectives, else DEAP's
+        # (on the optimiser's own random stream)
+        if state.objectives is not None:
+            parents = nsga2.parents(state.objectives, p, self.generator)
+            state.previous = {k: getattr(state, k).clone() for k in PER_ROW}
+        else:
+            members = [_deap.make_member(i, 0, s) for i, s in enumerate(state.scores.tolist())]
+            with _deap.private_random(state.py_random):
+                chosen = self.toolbox.select(members, p - n_elite)
+            parents = torch.tensor([m.index for m in chosen], dtype=torch.long)
 
         # Next population: elites on top, the selected parents' copies below, written in place
         population = state.population
@@ -353,6 +326,9 @@ class GeneticPhase:
         state.scores = torch.cat([state.scores[kept], carried.to(state.scores.dtype)])
         state.evaluated = torch.cat([state.evaluated[kept], unchanged & state.evaluated[parents]])
         state.uids = torch.cat([state.uids[kept], uids])
+        if state.objectives is not None:
+            state.objectives = torch.where(unchanged[:, None], state.objectives[parents],
+                                           -math.inf)
         state.next_uid += len(parents)
         return state
 
