@@ -13,7 +13,7 @@ import hybridopt as ho
 from hybridopt.checks import UNIT, Range, above, at_least, between, check_fields
 from hybridopt.config import to_dict
 
-CONFIGS = (ho.GradientConfig, ho.GeneticConfig, ho.StallConfig)
+CONFIGS = (ho.GradientConfig, ho.GeneticConfig, ho.ESConfig, ho.StallConfig)
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,13 @@ CONFIGS = (ho.GradientConfig, ho.GeneticConfig, ho.StallConfig)
          "max_generations must be an int >= 1 or None"),
         (ho.StallConfig, {"relative": 1}, TypeError, "StallConfig.relative must be a bool"),
         (ho.StallConfig, {"min_delta": "0"}, TypeError, "StallConfig.min_delta must be a number"),
-        (ho.StallConfig, {"gradient_patience": 6.5}, TypeError, "gradient_patience must be an int"),
+        # phase patience lives with the phase now (StallConfig.patience is the fallback)
+        (ho.GradientConfig, {"patience": 6.5}, TypeError,
+         "GradientConfig.patience must be an int >= 1; got patience = 6.5 (float)."),
+        (ho.GradientConfig, {"patience": None}, TypeError, "GradientConfig.patience must be an"),
+        (ho.GeneticConfig, {"patience": "5"}, TypeError,
+         "GeneticConfig.patience must be an int >= 1 or None"),
+        (ho.StallConfig, {"start_from": 1}, TypeError, 'StallConfig.start_from must be "best" or'),
         # bad values of the right type
         (ho.GradientConfig, {"samples": 1}, ValueError,
          "GradientConfig.samples must be an int >= 2; got samples = 1 (int)."),
@@ -87,7 +93,21 @@ CONFIGS = (ho.GradientConfig, ho.GeneticConfig, ho.StallConfig)
          "got init_scale_max = 0.01 (float)."),
         (ho.GeneticConfig, {"max_generations": 0}, ValueError, "max_generations must be an int >="),
         (ho.StallConfig, {"patience": 0}, ValueError, "StallConfig.patience must be an int >= 1"),
-        (ho.StallConfig, {"gradient_patience": 0}, ValueError, "gradient_patience must be an int"),
+        (ho.GradientConfig, {"patience": 0}, ValueError,
+         "GradientConfig.patience must be an int >= 1; got patience = 0 (int)."),
+        (ho.GeneticConfig, {"patience": 0}, ValueError, "GeneticConfig.patience must be an int >="),
+        (ho.ESConfig, {"patience": 0}, ValueError, "ESConfig.patience must be an int >= 1"),
+        (ho.GradientConfig, {"collapse_patience": 0}, ValueError,
+         "GradientConfig.collapse_patience must be an int >= 1 or None"),
+        (ho.GradientConfig, {"collapse_drop": 0}, ValueError, "collapse_drop must be a number > 0"),
+        (ho.GradientConfig, {"collapse_entropy": -1}, ValueError,
+         "collapse_entropy must be a number >= 0"),
+        (ho.GradientConfig, {"revert_lr_factor": 1.5}, ValueError,
+         "GradientConfig.revert_lr_factor must be a number in [0, 1]"),
+        (ho.StallConfig, {"max_share": 1.5}, ValueError,
+         "StallConfig.max_share must be a number in [0, 1] or None; got max_share = 1.5 (float)."),
+        (ho.StallConfig, {"start_from": "end"}, ValueError,
+         'StallConfig.start_from must be "best" or "handoff"; got start_from = \'end\' (str).'),
         (ho.StallConfig, {"min_delta": -1e-3}, ValueError, "min_delta must be a number >= 0"),
         (ho.StallConfig, {"monitor": "valid"}, ValueError, 'monitor must be "selection" or'),
         (ho.StallConfig, {"min_steps": -1}, ValueError, "min_steps must be an int >= 0"),
@@ -127,8 +147,14 @@ def test_good_values_pass_and_defaults_are_unchanged():
                       scheduler=lambda o: None, aux_loss=lambda lg, d: 0.0, aux_weight=-1.0)
     ho.GeneticConfig(elite=0, crossover_prob=0, mutation_prob=1, init_scale=1.0,
                      init_scale_max=1.0, max_generations=None, select=lambda m, k: m[:k])
-    ho.StallConfig(gradient_patience=None, min_delta=0, relative=True, monitor="train",
-                   min_steps=0)
+    ho.StallConfig(min_delta=0, relative=True, monitor="train", min_steps=0, max_share=None,
+                   start_from="handoff")
+    ho.GradientConfig(patience=1, collapse_patience=None, revert_lr_factor=1.0)
+    ho.GeneticConfig(patience=None)
+    # the documented defaults of the phase patience, the budget share and the start
+    assert ho.GradientConfig().patience == 60 and ho.GeneticConfig().patience is None
+    assert ho.StallConfig().max_share == 0.5 and ho.StallConfig().start_from == "best"
+    assert not hasattr(ho.StallConfig(), "gradient_patience")
 
 
 def test_range_descriptions():

@@ -11,6 +11,7 @@ from conftest import hit_rate, mlp
 import hybridopt as ho
 from hybridopt.config import GeneticConfig
 from hybridopt.phases import _deap
+from hybridopt.phases.base import PhaseContext
 from hybridopt.phases.genetic import (
     GeneticPhase,
     cx_blend,
@@ -19,7 +20,7 @@ from hybridopt.phases.genetic import (
     tensor_scales,
 )
 from hybridopt.population.flat import FlatParams
-from hybridopt.scoring import ScoreBatch
+from hybridopt.scoring import ScoreBatch, Scorer
 
 
 def gen(seed=0):
@@ -80,7 +81,16 @@ def test_tensor_scales_follow_each_parameter_tensor():
     assert (scale > 0).all()
 
 
-def _phase(p=12, **cfg):
+def bound(phase, model, flat, evaluate, p, fixed_data=True):
+    """``phase`` bound to a context holding ``evaluate`` (the scorer is never called)."""
+    phase.bind(PhaseContext(
+        model=model, flat=flat, scorer=Scorer(hit_rate), evaluate=evaluate, generator=gen(),
+        device=torch.device("cpu"), fixed_data=fixed_data, population_size=p,
+    ))
+    return phase
+
+
+def _phase(p=12, fixed_data=True, **cfg):
     model = mlp()
     flat = FlatParams.from_module(model)
 
@@ -89,7 +99,7 @@ def _phase(p=12, **cfg):
         scores = -(population - 1.0).pow(2).sum(1).double()
         return ScoreBatch(scores, None, torch.isfinite(scores))
 
-    phase = GeneticPhase(flat, evaluate, GeneticConfig(**cfg), p, gen())
+    phase = bound(GeneticPhase(GeneticConfig(**cfg)), model, flat, evaluate, p, fixed_data)
     return phase, flat, flat.vector(model)
 
 
@@ -100,8 +110,13 @@ def test_seeding_keeps_the_current_weights_as_elite():
     assert torch.equal(state.population[0], w)
     assert not torch.equal(state.population[1], w)
     extra = torch.ones(1, flat.dim)
-    state = phase.init(w, extra)
+    state = phase.seed(w, extra)
     assert torch.equal(state.population[1], extra[0])
+    # init(start, best): the best so far is kept as a second elite when it differs
+    state = phase.init(w, extra[0])
+    assert torch.equal(state.population[0], w) and torch.equal(state.population[1], extra[0])
+    state = phase.init(w, w.clone())
+    assert not torch.equal(state.population[1], w)
 
 
 def test_generations_keep_elites_and_improve():
@@ -125,10 +140,13 @@ def test_generations_keep_elites_and_improve():
 
 
 def test_episodes_re_evaluate_everyone():
-    phase, _, w = _phase()
-    state, _ = phase.step(phase.init(w), None, fixed_data=False)
-    state, m = phase.step(state, None, fixed_data=False)
+    phase, _, w = _phase(fixed_data=False)
+    state, _ = phase.step(phase.init(w), None)
+    assert phase.cost(state) == 12
+    state, m = phase.step(state, None)
     assert m["evaluations"] == 12
+    # on random episodes the candidate's score is not a training score: the optimiser re-scores
+    assert phase.candidate(state)[1] is None
 
 
 def test_deap_draws_do_not_touch_global_random():
@@ -175,7 +193,7 @@ def test_nonfinite_fitness_is_worst():
         scores[-1] = float("nan")
         return ScoreBatch(scores, None, torch.isfinite(scores))
 
-    phase = GeneticPhase(flat, evaluate, GeneticConfig(), 6, gen())
+    phase = bound(GeneticPhase(GeneticConfig()), model, flat, evaluate, 6)
     state, m = phase.step(phase.init(flat.vector(model)), None)
     assert m["nonfinite"] == 1 and state.scores[-1] == float("-inf")
     assert phase.best(state)[1] == 4.0
@@ -225,5 +243,5 @@ def test_a_population_of_copies_ends_the_run_instead_of_spinning(bandit):
         genetic=GeneticConfig(crossover_prob=0.0, mutation_prob=0.0),
     )
     result = opt.fit(max_evaluations=10_000, progress=False)
-    assert result.stop_reason.startswith("converged: 10 generations")
+    assert result.stop_reason.startswith("converged: 10 steps in a row")
     assert result.evaluations == 11  # the starting weights and the first generation

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from conftest import hit_rate, mlp
 import hybridopt as ho
 from hybridopt.config import StallConfig
 from hybridopt.controller import Controller
+from hybridopt.phases.genetic import GeneticPhase
+from hybridopt.phases.gradient import GradientPhase
 from hybridopt.stall import PlateauDetector, budget_cap, improved
 
 
@@ -55,14 +58,23 @@ def test_budget_cap():
     assert budget_cap(10**6, None, "steps") is None
 
 
+def phases(gradient=None, genetic=None):
+    """The two built-in phases (unbound: the controller only reads name, unit, patience and
+    max_checks)."""
+    return [GradientPhase(gradient), GeneticPhase(genetic)]
+
+
 def test_controller_switches_on_plateau_and_cap():
     ctl = Controller(
-        ("gradient", "genetic"),
-        StallConfig(patience=2, gradient_patience=None, min_steps=1),
-        caps={"genetic": 3},
+        phases(ho.GradientConfig(patience=2), ho.GeneticConfig(max_generations=3)),
+        StallConfig(patience=2, min_steps=1),
     )
     reasons = [ctl.check(s) for s in (1.0, 1.0, 1.0)]
-    assert reasons[:2] == [None, None] and reasons[2].startswith("plateau")
+    assert reasons[:2] == [None, None]
+    # the reason says whose best it means
+    assert reasons[2] == (
+        "plateau: the gradient phase's best 1 not improved by more than 0 (absolute) for 2 steps"
+    )
     assert ctl.switch() == ("gradient", "genetic")
     reasons = [ctl.check(s) for s in (1.0, 2.0, 3.0)]
     assert reasons[2] == "budget: phase used its 3 generations"
@@ -70,7 +82,7 @@ def test_controller_switches_on_plateau_and_cap():
 
 
 def test_single_phase_never_switches():
-    ctl = Controller(("genetic",), StallConfig(patience=1, min_steps=1))
+    ctl = Controller([GeneticPhase()], StallConfig(patience=1, min_steps=1))
     assert [ctl.check(1.0) for _ in range(5)] == [None] * 5
 
 
@@ -81,8 +93,8 @@ def test_forced_stall_switches_and_best_never_goes_backwards(bandit):
         data=bandit,
         seed=0,
         population_size=16,
-        stall=StallConfig(patience=2, gradient_patience=None, min_steps=2),
-        gradient=ho.GradientConfig(max_steps=6),
+        stall=StallConfig(patience=2, min_steps=2),
+        gradient=ho.GradientConfig(max_steps=6, patience=2),
         genetic=ho.GeneticConfig(max_generations=4),
     )
     result = opt.fit(max_evaluations=1500, progress=False)
@@ -114,7 +126,7 @@ def test_genetic_to_gradient_hand_off_loads_best_individual(bandit):
         genetic=ho.GeneticConfig(max_generations=3),
     )
     opt.fit(max_evaluations=16 + 3 * 14, progress=False)
-    assert opt.controller.phase == "gradient"
+    assert opt.controller.name == "gradient"
     hof_best = opt.switches[0]
     assert hof_best["from_phase"] == "genetic"
     # the model now holds the hall of fame's best (the best of the phase)
@@ -191,7 +203,8 @@ def test_validation_data_chooses_the_best(bandit):
     flipped = best.clone()
     flipped[::2] = (flipped[::2] + 1) % 3
     opt = ho.HybridOptimizer(
-        mlp(), hit_rate, data=bandit, validation_data=(x, flipped), phases=("gradient",), seed=0
+        mlp(), hit_rate, data=bandit, validation_data=(x, flipped), phases=("gradient",), seed=0,
+        selection="validation",
     )
     result = opt.fit(max_evaluations=600, progress=False)
     rows = result.history
@@ -199,6 +212,24 @@ def test_validation_data_chooses_the_best(bandit):
     assert result.best_score == max(r["val_score"] for r in rows)
     assert opt.evaluate((x, flipped)) == pytest.approx(result.best_score)
     assert result.validation_evaluations == len(rows) + 1  # + the starting weights
+
+
+def test_union_selection_judges_on_train_and_validation_rows(bandit):
+    x, best = bandit
+    flipped = best.clone()
+    flipped[::2] = (flipped[::2] + 1) % 3
+    opt = ho.HybridOptimizer(
+        mlp(), hit_rate, data=bandit, validation_data=(x, flipped), phases=("gradient",), seed=0
+    )
+    result = opt.fit(max_evaluations=600, progress=False)
+    rows = result.history
+    # hit_rate is a mean over rows: on train + valid (equal lengths) it is the mean of the two
+    for r in rows:
+        assert r["selection_score"] == pytest.approx((r["score"] + r["val_score"]) / 2)
+    assert result.best_score == max(r["selection_score"] for r in rows)
+    union = (torch.cat([x, x]), torch.cat([best, flipped]))
+    assert opt.evaluate(union) == pytest.approx(result.best_score)
+    assert result.validation_evaluations == 2 * (len(rows) + 1)  # valid and union, each
 
 
 def test_history_csv_and_plot(tmp_path, bandit):
@@ -245,9 +276,7 @@ def test_history_rows_have_the_contract_keys(bandit):
 
 
 def test_gradient_phase_has_its_own_patience():
-    ctl = Controller(
-        ("gradient", "genetic"), StallConfig(patience=2, gradient_patience=4, min_steps=1)
-    )
+    ctl = Controller(phases(ho.GradientConfig(patience=4)), StallConfig(patience=2, min_steps=1))
     fired = [ctl.check(1.0) is not None for _ in range(5)]
     assert fired == [False, False, False, False, True]  # 4 checks without improvement
     ctl.switch()
@@ -255,13 +284,45 @@ def test_gradient_phase_has_its_own_patience():
     assert fired == [False, False, True]  # the genetic phase uses patience=2
 
 
-def test_flat_gradient_signal_switches_after_flat_patience():
-    ctl = Controller(("gradient", "genetic"), StallConfig(flat_patience=3))
+def test_flat_steps_switch_after_flat_patience():
+    ctl = Controller(phases(), StallConfig(flat_patience=3))
     assert [ctl.check(0.0, flat=True) for _ in range(2)] == [None, None]
-    assert ctl.check(0.0, flat=True).startswith("flat: all sampled scores equal for 3 steps")
+    assert ctl.check(0.0, flat=True) == (
+        "flat: every score of the gradient phase equal for 3 steps (no signal to follow)"
+    )
     ctl.switch()
-    # flat generations do not count towards the genetic phase's patience
+    # the genetic phase sets flat_ends = False: flat generations widen its mutations and
+    # count neither towards its patience nor towards a flat switch
     assert [ctl.check(0.0, flat=True) for _ in range(40)] == [None] * 40
+
+
+def test_flat_steps_end_any_phase_that_does_not_opt_out():
+    other = SimpleNamespace(name="other", unit="generation", patience=None, max_checks=None)
+    ctl = Controller([GradientPhase(), other], StallConfig(flat_patience=3))
+    ctl.switch()
+    assert [ctl.check(0.0, flat=True) for _ in range(2)] == [None, None]
+    assert ctl.check(0.0, flat=True) == (
+        "flat: every score of the other phase equal for 3 generations (no signal to follow)"
+    )
+
+
+def test_flat_steps_do_not_count_towards_the_plateau():
+    ctl = Controller(phases(ho.GradientConfig(patience=2)),
+                     StallConfig(min_steps=1, flat_patience=3))
+    # flat steps between non-flat ones neither improve nor stall the phase
+    checks = [(1.0, False), (0.0, True), (0.0, True), (1.0, False), (0.0, True), (0.0, True)]
+    assert [ctl.check(s, flat=f) for s, f in checks] == [None] * 6
+    assert ctl.check(1.0).startswith("plateau: the gradient phase's best 1 ")
+
+
+def test_budget_share_ends_a_visit():
+    ctl = Controller(phases(), StallConfig(max_share=0.5))
+    assert ctl.check(1.0, evaluations=40, budget=100) is None
+    assert ctl.check(2.0, evaluations=10, budget=100) == (
+        "budget share: the gradient phase used 50 evaluations, 0.5 of max_evaluations 100"
+    )
+    ctl.switch()
+    assert ctl.visit_evaluations == 0 and ctl.check(3.0, evaluations=49, budget=100) is None
 
 
 def test_plateau_task_hybrid_escapes_where_the_gradient_cannot():

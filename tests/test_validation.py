@@ -112,8 +112,10 @@ def test_bad_data(data, error, match):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({"phases": ("gradient", "evolution")}, ValueError, "phases must be distinct names"),
-        ({"phases": ()}, ValueError, "phases must be distinct names"),
+        ({"phases": ("gradient", "evolution")}, ValueError,
+         r"phases: unknown phase 'evolution'; built-in phases are \('gradient', 'genetic', 'es'\)"),
+        ({"phases": ()}, ValueError, "phases must be a non-empty sequence of phases with distinct"),
+        ({"phases": ("gradient", "gradient")}, ValueError, "with distinct names"),
         ({"population_size": 1}, ValueError, "population_size must be >= 2"),
         ({"population_size": 2.5}, TypeError, "population_size must be an int"),
         ({"episode_length": 0}, ValueError, "episode_length must be >= 1"),
@@ -190,7 +192,9 @@ def test_nondeterministic_score_fn_warns():
 
 
 def test_validation_data_shaped_unlike_data():
-    with pytest.raises(ValueError, match="model failed on the model input of validation_data"):
+    # checked against the training data's structure before the model ever sees it
+    with pytest.raises(ValueError, match=r"validation_data\[0\] must be shaped \[N, 6\] with a "
+                                         r"torch.float32 like the training data; got \(10, 4\)"):
         make(validation_data=(torch.randn(10, 4), torch.randint(0, 3, (10,))))
     with pytest.raises(ValueError, match="validation_data"):
         make(validation_data=(torch.randn(10, 6), torch.randint(0, 3, (9,))))
@@ -279,7 +283,11 @@ def _raise(*args):
          r"GeneticConfig.elite must be an int with 1 <= elite < population_size = 4 .*; "
          r"got elite = 4 \(int\)."),
         ({"population_size": 4, "genetic": {"elite": 9}}, ValueError, "elite < population_size"),
-        ({"genetic": {"elite": 0}}, ValueError, "1 <= elite < population_size = 300"),
+        ({"population_size": 300, "genetic": {"elite": 0}}, ValueError,
+         "1 <= elite < population_size = 300"),
+        # population_size="auto" (the default) is at least 16 once resolved: elite >= 1 and
+        # elite < 16 can be checked at the door all the same
+        ({"genetic": {"elite": 0}}, ValueError, "1 <= elite"),
     ],
 )
 def test_bad_options_fail_before_any_work(kwargs, error, match):
