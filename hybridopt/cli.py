@@ -9,6 +9,7 @@ A config names the task by import path and sets every option of
     score = "hybridopt.tasks.trading:trading_score"
     model_kwargs = { hidden_size = 16 }
     data_kwargs = { window = 16 }
+    # objectives = ["success_rate", "operation_rate"]  # when score returns several objectives
 
     [optimizer]          # HybridOptimizer keyword arguments (backend, backend_options, ...)
     [gradient]           # GradientConfig
@@ -21,6 +22,14 @@ The data factory returns the training data, or a dict with "train" and optionall
 held-out score). Every key is checked before any work starts; a bad config exits with code 2.
 The run folder holds ``FitResult.save``'s files, a copy of the config and, in
 ``summary.json``, the held-out score.
+
+Several objectives: ``[task] objectives`` names what ``score`` returns (a list of names, or
+their number), e.g. ``score = "hybridopt.tasks.trading:trading_objectives"`` with
+``objectives = ["success_rate", "operation_rate"]``; ``[optimizer] objective_weights`` and
+``select`` (an import path) are passed through. The run folder then also holds the Pareto
+front: ``front.csv`` (with ``test_<name>`` columns, each front model's held-out objectives,
+when there is a "test" split), ``front.png`` and ``front_models.pt``; ``summary.json`` has
+``front_size``, ``objectives`` and ``front_test``.
 """
 
 from __future__ import annotations
@@ -44,10 +53,12 @@ from hybridopt.config import GeneticConfig, GradientConfig, StallConfig
 
 log = logging.getLogger("hybridopt")
 EXIT_BAD_CONFIG = 2
-TASK_KEYS = ("model", "data", "score", "model_kwargs", "data_kwargs")
+TASK_KEYS = ("model", "data", "score", "model_kwargs", "data_kwargs", "objectives")
 CONFIGS = {"gradient": GradientConfig, "genetic": GeneticConfig, "stall": StallConfig}
 # Config fields that take a callable: given as "package.module:attr" strings
 CALLABLE_FIELDS = {"optimizer", "scheduler", "aux_loss", "select", "mate", "mutate"}
+# [optimizer] keys that take a callable (the front model opt.model ends with)
+OPTIMIZER_CALLABLES = ("select",)
 SPLITS = ("train", "valid", "test")
 TABLES = {cls.__name__: name for name, cls in CONFIGS.items()}
 # "GradientConfig.lr" in an error message: said as "[gradient] lr" to the config's author
@@ -183,8 +194,33 @@ def check_config(config: Any) -> None:
     for key in ("model_kwargs", "data_kwargs"):
         if not isinstance(task.get(key, {}), Mapping):
             raise ConfigError(f"[task] {key} must be a table; got {task[key]!r}.")
+    _check_objectives(task, config.get("optimizer", {}))
     _check_fit(config.get("fit", {}))
     _check_backend(config.get("optimizer", {}))
+
+
+def _check_objectives(task: Mapping, options: Mapping) -> None:
+    """``[task] objectives`` (None, an int M >= 1 or distinct names; only in [task]) and the
+    ``[optimizer]`` callables (import paths)."""
+    if "objectives" in options:
+        raise ConfigError(
+            "[optimizer] objectives: give the objectives in [task], next to the score that "
+            'returns them (objectives = ["success_rate", "operation_rate"]).'
+        )
+    if task.get("objectives") is not None:
+        from hybridopt.objectives import parse_objectives
+
+        objectives = task["objectives"]
+        try:
+            parse_objectives(tuple(objectives) if isinstance(objectives, list) else objectives)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"[task] {err}") from err
+    for key in OPTIMIZER_CALLABLES:
+        value = options.get(key)
+        if value is not None and (not isinstance(value, str) or ":" not in value):
+            raise ConfigError(
+                f'[optimizer] {key} must be an import path "package.module:attr"; got {value!r}.'
+            )
 
 
 def _is_number(value: Any) -> bool:
@@ -348,6 +384,12 @@ def build(config: dict):
     options = dict(config.get("optimizer", {}))
     if isinstance(options.get("phases"), list):
         options["phases"] = tuple(options["phases"])
+    for key in OPTIMIZER_CALLABLES:
+        if isinstance(options.get(key), str):
+            options[key] = import_path(options[key], f"[optimizer] {key}")
+    objectives = task.get("objectives")
+    if objectives is not None:
+        options["objectives"] = tuple(objectives) if isinstance(objectives, list) else objectives
     seed = options.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"[optimizer] seed must be an int >= 0; got seed = {seed!r}.")
@@ -400,11 +442,18 @@ def run(
         result = opt.fit(progress=progress, **fit_kwargs)
         test_score = None if test is None else opt.evaluate(test)
     result.save(folder)
+    front_test = None
+    if result.pareto_front is not None and test is not None:
+        # Each front model's held-out objectives: in summary.json and as front.csv columns
+        front_test = result.score_front(opt.model, opt.scorer.score_fn, test)
+        result.front_csv(folder / "front.csv", test=front_test)
     shutil.copyfile(config_path, folder / f"config{config_path.suffix.lower()}")
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text())
     summary.update(test_score=test_score, config=f"config{config_path.suffix.lower()}",
                    overrides=list(overrides))
+    if result.pareto_front is not None:
+        summary["front_test"] = front_test
     summary_path.write_text(json.dumps(summary, indent=2))
     summary["folder"] = str(folder)
     return summary
@@ -456,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
           f"held-out {'-' if test is None else f'{test:.4g}'}; "
           f"{summary['evaluations']} evaluations in {summary['wall_time']:.1f} s "
           f"({summary['stop_reason']})")
+    if "front_size" in summary:
+        print(f"Pareto front: {summary['front_size']} models over "
+              f"{', '.join(summary['objectives'])} (front.csv, front.png)")
     print(f"run folder: {summary['folder']}")
     return 0
 

@@ -1,14 +1,21 @@
-"""FitResult: what a run found, as numbers, a CSV/JSONL history, a plot and a run folder."""
+"""FitResult: what a run found, as numbers, a CSV/JSONL history, a plot and a run folder.
+
+With several objectives it also holds the Pareto front (``pareto_front``, one entry per
+non-dominated model), which it writes as ``front.csv``, draws as ``front.png`` and re-scores on
+other data (:meth:`FitResult.score_front`, e.g. the held-out split).
+"""
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @dataclass
@@ -75,13 +82,26 @@ class FitResult:
 
     def save(self, folder: str | Path) -> Path:
         """Write a run folder: ``history.csv``, ``history.jsonl``, ``summary.json``
-        (scores, budgets, switches), ``plot.png`` and ``best_model.pt`` (the best state_dict)."""
+        (scores, budgets, switches), ``plot.png`` and ``best_model.pt`` (the best state_dict).
+
+        With a Pareto front also ``front.csv`` (:meth:`front_csv`), ``front.png``
+        (:meth:`plot_front`) and ``front_models.pt`` (the entries' state_dicts, in front
+        order, a list that loads with ``torch.load(..., weights_only=True)``); the summary
+        then has ``objectives`` (the names) and ``front_size``.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.to_csv(folder / "history.csv")
         self.to_jsonl(folder / "history.jsonl")
         self.plot(folder / "plot.png")
         torch.save(self.best_state_dict, folder / "best_model.pt")
+        front = {}
+        if self.pareto_front is not None:
+            self.front_csv(folder / "front.csv")
+            self.plot_front(folder / "front.png")
+            torch.save([e["state_dict"] for e in self.pareto_front if "state_dict" in e],
+                       folder / "front_models.pt")
+            front = {"objectives": list(self._names()), "front_size": len(self.pareto_front)}
         summary = {
             "best_score": self.best_score,
             "best_train_score": self.best_train_score,
@@ -91,6 +111,7 @@ class FitResult:
             "stop_reason": self.stop_reason,
             "nonfinite": self.nonfinite,
             "switches": self.switches,
+            **front,
         }
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
         return folder
@@ -100,3 +121,125 @@ class FitResult:
         from hybridopt.plotting import plot_history
 
         return plot_history(self.history, self.switches, path)
+
+    # -- the Pareto front (several objectives) ------------------------------------------------
+
+    def _names(self) -> list[str]:
+        """The objective names; ValueError unless this result has a front."""
+        if self.pareto_front is None:
+            raise ValueError("this result has no Pareto front: the run had a single score "
+                             "(pass objectives= to HybridOptimizer for several).")
+        if self.objective_names:
+            return list(self.objective_names)
+        if self.pareto_front:
+            return list(self.pareto_front[0]["train"])
+        raise ValueError("an empty Pareto front without objective_names has no objectives.")
+
+    def front_csv(self, path: str | Path, test: Sequence[dict] | None = None) -> Path:
+        """Write the front, one row per model: ``index``, ``train_<name>``, ``valid_<name>``
+        (see :func:`hybridopt.front.write_front_csv`) and, given ``test``, ``test_<name>``.
+
+        Args:
+            path: the CSV file.
+            test: one ``{name: value}`` per entry, in front order (e.g. :meth:`score_front`
+                on the held-out split).
+
+        Raises:
+            ValueError: if the run had a single score (no front), or ``test`` has another
+                length than the front.
+        """
+        from hybridopt.front import write_front_csv
+
+        names = self._names()
+        path = write_front_csv(self.pareto_front, names, path)
+        if test is None:
+            return path
+        if len(test) != len(self.pareto_front):
+            raise ValueError(f"test must have one entry per front model "
+                             f"({len(self.pareto_front)}); got {len(test)}.")
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            columns, rows = list(reader.fieldnames or []), list(reader)
+        columns += [f"test_{n}" for n in names]
+        for row, values in zip(rows, test):
+            row.update({f"test_{n}": values[n] for n in names})
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
+    def front_table(self, digits: int = 4) -> str:
+        """The front as a small fixed-width text table (see :func:`hybridopt.front.format_front`).
+
+        Raises:
+            ValueError: if the run had a single score (no front).
+        """
+        from hybridopt.front import format_front
+
+        return format_front(self.pareto_front, self._names(), digits)
+
+    def plot_front(self, path: str | Path, reference: Sequence[float] | None = None) -> Path:
+        """Draw the front (training points as a staircase, validation points beside them).
+
+        Args:
+            path: the image file (PNG, SVG or PDF by suffix).
+            reference: a point to mark, e.g. the hypervolume's reference point.
+
+        Returns:
+            ``path``.
+
+        Raises:
+            ValueError: if the run had a single score (no front).
+
+        Example:
+            >>> result = opt.fit(max_evaluations=20_000)   # objectives=["hits", "rate"]
+            >>> result.plot_front("runs/front.png")
+        """
+        from hybridopt.front import plot_front
+
+        return plot_front(self.pareto_front, self._names(), path, reference=reference)
+
+    def score_front(
+        self, model: nn.Module, score_fn: Callable, data
+    ) -> list[dict[str, float]]:
+        """Each front model's objectives on ``data`` (e.g. the held-out split), in front order.
+
+        Every entry's ``state_dict`` is loaded into a copy of ``model`` (``model`` itself is
+        not changed), its argmax actions on ``data`` are computed, and all of them are scored
+        in one :class:`~hybridopt.scoring.Scorer` call (``score_fn`` as given to the
+        optimiser). This scores ``len(pareto_front)`` action sequences.
+
+        Args:
+            model: a model of the trained architecture (e.g. ``opt.model``).
+            score_fn: the multi-objective score function of the run.
+            data: the data to score on, structured like the training data.
+
+        Returns:
+            One ``{name: value}`` per front entry.
+
+        Raises:
+            ValueError: if the run had a single score, an entry has no ``state_dict``, or
+                ``score_fn`` returns other objectives than the run's.
+
+        Example:
+            >>> heldout = result.score_front(opt.model, trading_objectives, splits["test"])
+        """
+        from hybridopt.data import data_to, model_input
+        from hybridopt.scoring import Scorer
+
+        names = self._names()
+        if not self.pareto_front:
+            return []
+        if any("state_dict" not in e for e in self.pareto_front):
+            raise ValueError("score_front needs each front entry's state_dict.")
+        scratch = copy.deepcopy(model).eval()
+        device = next((p.device for p in scratch.parameters()), torch.device("cpu"))
+        data = data_to(data, device)
+        with torch.no_grad():
+            actions = []
+            for entry in self.pareto_front:  # one forward pass per front model
+                scratch.load_state_dict(entry["state_dict"])
+                actions.append(scratch(model_input(data)).argmax(-1))
+        batch = Scorer(score_fn, objectives=names).check(torch.stack(actions), data)
+        return [dict(zip(names, row)) for row in batch.objectives.tolist()]
