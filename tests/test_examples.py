@@ -5,6 +5,11 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import torch
+
+from hybridopt.data import concat_data
+from hybridopt.tasks.trading import TradingSignalModel, make_trading_data, trading_score
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -36,6 +41,24 @@ def test_trading_signals_example(tmp_path, capsys):
         assert (out / name).exists(), name
     result = summary["result"]
     assert 0 < result.evaluations <= 700
-    # the model ends with the weights chosen on the validation split
-    assert summary["final"]["valid"] == result.best_score
-    assert summary["final"]["valid"] >= summary["start"]["valid"]
+    # the model ends with the weights chosen by the selection score: with validation data and
+    # selection="union" (the default), the score on the training and validation rows together
+    chosen = [r for r in result.history if r["selection_score"] == result.best_score]
+    if chosen:
+        assert summary["final"]["valid"] in [r["val_score"] for r in chosen]
+    else:  # nothing beat the starting weights
+        assert summary["final"] == summary["start"]
+    splits = make_trading_data(window=16, seed=0)
+    union = concat_data(splits["train"], splits["valid"])
+
+    def union_score(model):
+        with torch.no_grad():
+            return float(trading_score(model(union["x"]).argmax(-1), union))
+
+    torch.manual_seed(0)  # the example's own initialisation
+    start = TradingSignalModel(hidden_size=16)
+    final = TradingSignalModel(hidden_size=16)
+    final.load_state_dict(result.best_state_dict)
+    assert union_score(final) == result.best_score
+    # a run never ends below its starting weights by the selection score
+    assert union_score(final) >= union_score(start)

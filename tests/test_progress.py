@@ -220,7 +220,14 @@ def test_a_real_fit_with_stderr_to_a_file_writes_short_plain_lines(tmp_path):
     data = err.read_bytes()
     assert b"\r" not in data and data.endswith(b"\n")
     lines = data.decode().splitlines()
-    assert all(len(line) < 200 for line in lines), max(lines, key=len)
+    # every line is either a log record or a stamped progress line, never both glued together;
+    # progress lines are short (log records say what they need, e.g. outputs='auto''s evidence)
+    log_record = re.compile(r"^(DEBUG|INFO|WARNING|ERROR) hybridopt[\w.]*: ")
+    for line in lines:
+        assert bool(log_record.match(line)) != bool(STAMPED.match(line)), line
+        assert not re.search(r"\[\s*\d+\.\d s\]", line[1:]), line
+    progress = [line for line in lines if STAMPED.match(line)]
+    assert all(len(line) < 200 for line in progress), max(progress, key=len)
     assert any(line.startswith("INFO hybridopt.optimizer: switch gradient -> genetic")
                for line in lines)  # the log record, on its own line
     assert any(STAMPED.match(line) and "] switch gradient -> genetic" in line for line in lines)

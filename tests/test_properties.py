@@ -66,9 +66,10 @@ def test_mutation_properties(shape, prob, gene_prob, seed):
 @given(st.integers(2, 12), st.integers(0, 4), st.integers(0, 10**4))
 def test_generations_keep_shape_elites_and_seed(p, elite, seed):
     from hybridopt.config import GeneticConfig
+    from hybridopt.phases.base import PhaseContext
     from hybridopt.phases.genetic import GeneticPhase
     from hybridopt.population.flat import FlatParams
-    from hybridopt.scoring import ScoreBatch
+    from hybridopt.scoring import ScoreBatch, Scorer
 
     model = nn.Linear(3, 2)
     flat = FlatParams.from_module(model)
@@ -78,9 +79,12 @@ def test_generations_keep_shape_elites_and_seed(p, elite, seed):
         return ScoreBatch(s, None, torch.isfinite(s))
 
     def run():
-        phase = GeneticPhase(
-            flat, evaluate, GeneticConfig(elite=elite), p, torch.Generator().manual_seed(seed)
-        )
+        phase = GeneticPhase(GeneticConfig(elite=elite))
+        phase.bind(PhaseContext(
+            model=model, flat=flat, scorer=Scorer(lambda a, d: 0.0), evaluate=evaluate,
+            generator=torch.Generator().manual_seed(seed), device=torch.device("cpu"),
+            population_size=p,
+        ))
         state, _ = phase.step(phase.init(flat.vector(model)), None)
         for _ in range(3):
             top = state.scores.sort(descending=True, stable=True).values[: min(elite, p)]
