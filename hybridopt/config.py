@@ -40,6 +40,11 @@ GENETIC_RANGES = {
     "hall_of_fame": at_least(1),
     "max_generations": at_least(1),
     "patience": at_least(1),
+    "inject_every": at_least(1),
+    "learner_steps": at_least(1),
+    "inject_clip": above(0),
+    "lamarckian": at_least(0),
+    "lamarckian_steps": at_least(1),
 }
 ES_RANGES = {
     "population_size": at_least(2),
@@ -174,6 +179,27 @@ class GeneticConfig:
     """Your own vectorised crossover ``mate(a [M, D], b [M, D], generator) -> (a', b')``."""
     mutate: Callable[..., Any] | None = None
     """Your own vectorised mutation ``mutate(x [M, D], scale [D], generator) -> x'``."""
+    inject_every: int | None = None
+    """Exchange, ERL-style (Khadka & Tumer 2018): every this many generations a gradient
+    learner starts from the generation's best, takes ``learner_steps`` REINFORCE steps on the
+    generation's episode and replaces the generation's worst individual (scored at once, one
+    evaluation); the fate of each injected individual at the next generation (elite, selected,
+    discarded) goes to the history. None: off. Single objective only."""
+    learner_steps: int = 5
+    """REINFORCE steps of the injected learner; each costs the learner's ``samples``."""
+    inject_clip: float | None = 1.0
+    """Each weight of an injected (or Lamarckian) step is clipped to this many of its
+    per-tensor scales from where the learner started, so a learner far from the population
+    cannot collapse it; None: unclipped."""
+    lamarckian: int = 0
+    """Exchange, CEM-RL-style (Pourchot & Sigaud 2019): this many of the kept elites (at most
+    ``elite``) take ``lamarckian_steps`` REINFORCE steps every generation and are written back
+    (Lamarckian), then scored with the generation. 0: off. Single objective only."""
+    lamarckian_steps: int = 2
+    """REINFORCE steps of each Lamarckian elite; each costs the learner's ``samples``."""
+    learner: GradientConfig | None = None
+    """Settings of the exchange's REINFORCE steps; None: ``GradientConfig(warmup_steps=0,
+    collapse_patience=None)`` (a few steps from a fresh optimiser: no warm-up, no guard)."""
 
     def __post_init__(self) -> None:
         check_fields(self, GENETIC_RANGES)
@@ -181,6 +207,11 @@ class GeneticConfig:
             raise field_error(
                 "GeneticConfig", "init_scale_max", self.init_scale_max,
                 f"a number >= init_scale = {self.init_scale!r}",
+            )
+        if self.lamarckian > self.elite:
+            raise field_error(
+                "GeneticConfig", "lamarckian", self.lamarckian,
+                f"an int <= elite = {self.elite!r} (the Lamarckian steps go to kept elites)",
             )
 
 

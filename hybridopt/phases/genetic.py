@@ -18,6 +18,7 @@ from hybridopt.config import GeneticConfig
 from hybridopt.data import Data
 from hybridopt.phases import _deap, nsga2
 from hybridopt.phases.base import PhaseContext
+from hybridopt.phases.exchange import Exchange, fresh_counts
 from hybridopt.phases.variation import cx_blend, cx_uniform, mut_gaussian, tensor_scales
 
 # -- the phase ------------------------------------------------------------------------------
@@ -42,6 +43,8 @@ class GeneticState:
     flat_streak: int = 0
     objectives: Tensor | None = None  # [P, M] with several objectives
     previous: dict | None = None  # NSGA-II: last generation's survivors, rows as above
+    injected: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    exchange: dict = field(default_factory=fresh_counts)  # exchange counters of the visit
 
 
 class GeneticPhase:
@@ -80,6 +83,7 @@ class GeneticPhase:
             )),
         )
         self.stats = _deap.make_statistics()
+        self.exchange = Exchange(config)
 
     def bind(self, context: PhaseContext) -> None:
         """Take the layout, the population evaluator and the generator from the optimiser."""
@@ -88,6 +92,7 @@ class GeneticPhase:
         self.generator, self.population_size = context.generator, context.population_size
         self.fixed_data = context.fixed_data
         self.objectives = context.scorer.n_objectives  # None, or M: NSGA-II survivors
+        self.exchange.bind(context)
 
     def init(self, start: Tensor, best: Tensor | None = None) -> GeneticState:
         """Seed P individuals around ``start`` ``[D]``; ``start`` itself (and ``best``, when it
@@ -134,6 +139,9 @@ class GeneticPhase:
             state = self._vary(state)
         if not self.fixed_data:
             state.evaluated[:] = False
+        exchange = self.exchange.active
+        if exchange:  # Lamarckian steps on the kept elites, scored with the generation
+            lamarck = self.exchange.lamarckian(state, episode)
 
         # Evaluation of the new or changed individuals
         todo = (~state.evaluated).nonzero().squeeze(1)
@@ -149,6 +157,12 @@ class GeneticPhase:
                 state.objectives[todo] = objectives.to(torch.float64)
         if state.previous is not None:
             state = self._survive(state)
+        spent = {"evaluations": 0, "nonfinite": 0}
+        if exchange:  # the gradient learner injected in place of the worst individual
+            spent = self.exchange.inject(state, episode)
+            spent["evaluations"] += lamarck["evaluations"]
+            spent["nonfinite"] += lamarck["nonfinite"]
+            spent.update(self.exchange.lamarckian_gain(state, lamarck, self.fixed_data))
 
         # DEAP bookkeeping: members, hall of fame, statistics
         members = [
@@ -168,14 +182,16 @@ class GeneticPhase:
         best = int(torch.argmax(state.scores))
         state.generation += 1
         metrics = {
-            "evaluations": int(todo.numel()),
-            "nonfinite": nonfinite,
+            "evaluations": int(todo.numel()) + spent.pop("evaluations"),
+            "nonfinite": nonfinite + spent.pop("nonfinite"),
             "best_index": best,
             "generation_best": float(state.scores[best]),
             "population_mean": record["avg"],
             "population_std": record["std"],
             "flat": flat,
         }
+        if exchange:
+            metrics.update({**self.exchange.metrics(state), **spent})
         return state, metrics
 
     def state_dict(self, state: GeneticState) -> dict:
@@ -201,6 +217,8 @@ class GeneticPhase:
             "objectives": state.objectives,
             "previous": None if state.previous is None
             else {k: v.cpu() for k, v in state.previous.items()},
+            "injected": state.injected,
+            "exchange": dict(state.exchange),
         }
 
     def load_state_dict(self, saved: dict) -> GeneticState:
@@ -236,6 +254,8 @@ class GeneticPhase:
             previous=None if saved["previous"] is None else {
                 k: v.to(device) if k == "population" else v for k, v in saved["previous"].items()
             },
+            injected=saved.get("injected", torch.zeros(0, dtype=torch.long)),
+            exchange={**fresh_counts(), **saved.get("exchange", {})},
         )
 
     def best(self, state: GeneticState) -> tuple[Tensor, float]:
@@ -251,13 +271,14 @@ class GeneticPhase:
 
     def cost(self, state: GeneticState) -> int:
         """Individuals the next generation evaluates (an upper bound on fixed data, where
-        unchanged offspring keep their scores)."""
+        unchanged offspring keep their scores), the exchange's evaluations included."""
+        extra = self.exchange.cost(state.generation, self.fixed_data) if self.exchange.active else 0
         if not self.fixed_data:
-            return self.population_size
+            return self.population_size + extra
         if state.generation == 0:
-            return int((~state.evaluated).sum())
+            return int((~state.evaluated).sum()) + extra
         elite = 0 if state.objectives is not None else self.config.elite
-        return self.population_size - min(elite, self.population_size)
+        return self.population_size - min(elite, self.population_size) + extra
 
     def handoff(self, state: GeneticState) -> Tensor:
         """The hall of fame's best on fixed data (scores comparable across generations), else
@@ -292,6 +313,8 @@ class GeneticPhase:
             with _deap.private_random(state.py_random):
                 chosen = self.toolbox.select(members, p - n_elite)
             parents = torch.tensor([m.index for m in chosen], dtype=torch.long)
+        if len(state.injected):  # the fate of last generation's injected learner
+            self.exchange.fates(state, elites, parents)
 
         # Next population: elites on top, the selected parents' copies below, written in place
         population = state.population
