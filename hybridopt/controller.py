@@ -16,7 +16,8 @@ class Controller:
 
     Attributes:
         phases: the phase objects, in order; the first starts.
-        stall: plateau settings; a phase's own ``patience`` overrides ``stall.patience``.
+        stall: plateau settings; a phase's own ``patience`` overrides ``stall.patience``
+            (a phase without ``patience`` or ``max_checks`` gets the defaults, as with None).
     """
 
     phases: list[Any]
@@ -63,7 +64,7 @@ class Controller:
         reason = None
         if not flat:
             reason = self.detector.update(
-                monitored, phase.patience or self.stall.patience,
+                monitored, getattr(phase, "patience", None) or self.stall.patience,
                 label=f"the {phase.name} phase's best", unit=unit,
             )
         if self.flat_streak >= self.stall.flat_patience and getattr(phase, "flat_ends", True):
@@ -74,7 +75,7 @@ class Controller:
             if self.visit_evaluations >= share * budget:
                 reason = (f"budget share: the {phase.name} phase used {self.visit_evaluations} "
                           f"evaluations, {share:g} of max_evaluations {budget}")
-        reason = budget_cap(self.phase_checks, phase.max_checks, unit) or reason
+        reason = budget_cap(self.phase_checks, getattr(phase, "max_checks", None), unit) or reason
         return reason if len(self.phases) > 1 else None
 
     def switch(self) -> tuple[str, str]:
