@@ -78,8 +78,11 @@ class Evaluation:
                     score_mode=self.scorer.mode, flat=self.flat, data=self.data,
                     address=self.address, device=self.device,
                     chunk_size=self.evaluator.chunk_size, **self.options,
+                    objectives=None if self.scorer.n_objectives is None else self.scorer.names,
                 )
             batch = self.distributed.evaluate(population, self.bounds)
+            if batch.objectives is not None and self.scorer.weights is not None:
+                batch = batch.scalarised(self.scorer.weights)  # workers give the mean
         if self.archive is not None and self.bounds is None and batch.objectives is not None:
             self.archive.update(population, batch.objectives)
         return batch
