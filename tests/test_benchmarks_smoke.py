@@ -74,3 +74,32 @@ def test_hybrid_vs_pure_quick_tables_and_csvs(tmp_path):
     assert len(targets) == 2 * len(CELLS) + 1, out[-3000:]
     assert "hybrid ends below its starting weights' selection score on" in out
     assert (tmp_path / "table.md").read_text().startswith("| task | budget | method |")
+
+
+@pytest.mark.slow
+def test_front_quick_tables_and_csvs(tmp_path):
+    """benchmarks/front.py --quick at a tinier budget: every run lands in the CSVs and tables."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "front.py"), "--quick", "--budget", "150",
+         "--jobs", "2", "--threads", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    runs = _rows(tmp_path / "runs.csv")
+    assert sorted((r["method"], int(r["seed"])) for r in runs) == sorted(
+        (m, s) for m in ("hybrid", "genetic", "single") for s in range(2))
+    for r in runs:
+        assert 0 < int(r["evaluations"]) <= 150, r
+        if r["method"] != "single":
+            assert int(r["front_size"]) >= 1 and 0.0 <= float(r["hv_test"]) <= 1.0, r
+    fronts = _rows(tmp_path / "fronts.csv")
+    for r in runs:
+        if r["method"] != "single":
+            points = [p for p in fronts if (p["method"], p["seed"], p["split"])
+                      == (r["method"], r["seed"], "test")]
+            assert len(points) == int(r["front_size"]), r
+    assert "| method | seeds | HV train |" in out and "| split | HV hybrid - genetic" in out
+    targets = re.findall(r"^- .*: (met|missed)$", out, flags=re.M)
+    assert len(targets) == 4, out[-3000:]
+    assert (tmp_path / "table.md").read_text().startswith("| method | seeds |")
