@@ -268,8 +268,6 @@ def _front_fit(backend: str):
     return opt, opt.fit(max_evaluations=12 * 4, progress=False)
 
 
-@pytest.mark.xfail(raises=TypeError, strict=False,
-                   reason="until the optimiser passes objectives= to make_backend")
 def test_joblib_front_equals_in_process_loop():
     _, expected = _front_fit("loop")
     opt, got = _front_fit("joblib")
