@@ -123,8 +123,9 @@ def check_like(data: Data, reference: Data, name: str = "data") -> int:
         )
     for (key, a), (_, b) in zip(mine, theirs):
         if a.shape[1:] != b.shape[1:] or a.is_floating_point() != b.is_floating_point():
+            shape = ", ".join(["N", *map(str, b.shape[1:])])
             raise ValueError(
-                f"{name}{key} must be shaped [N, {', '.join(map(str, b.shape[1:]))}] with a "
-                f"{b.dtype} like the training data; got {tuple(a.shape)} {a.dtype}."
+                f"{name}{key} must be shaped [{shape}] with a {b.dtype} like the training "
+                f"data; got {tuple(a.shape)} {a.dtype}."
             )
     return n
