@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def load(name):
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -62,3 +64,13 @@ def test_trading_signals_example(tmp_path, capsys):
     assert union_score(final) == result.best_score
     # a run never ends below its starting weights by the selection score
     assert union_score(final) >= union_score(start)
+
+
+def test_custom_phase_example(capsys):
+    summary = load("custom_phase").main(["--max-evaluations", "600", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert "gradient + random search on the trading task" in printed and "held-out" in printed
+    result = summary["result"]
+    assert 0 < result.evaluations <= 600
+    assert set(summary["steps"]) == {"gradient", "random"}  # max_share switches half-way
+    assert any(s["to_phase"] == "random" for s in result.switches)
