@@ -78,6 +78,7 @@ def bind(opt: Any, max_evaluations: int | None) -> None:
         generator=opt.generator, device=opt.device, fixed_data=opt.episode_length is None,
         population_size=opt.population_size, max_evaluations=max_evaluations,
         outputs=opt.outputs,
+        front=lambda: None if opt.pareto_archive is None else opt.pareto_archive.weights,
     )
     for phase in opt.phase_objects:
         phase.bind(context)

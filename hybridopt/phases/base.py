@@ -37,6 +37,8 @@ class PhaseContext:
             score once computed stays valid.
         population_size: the resolved population size (for population phases that use it).
         max_evaluations: the budget of the current ``fit`` call, if any.
+        front: ``front() -> [K, D] | None``: the Pareto archive's weights with several
+            objectives (None otherwise), e.g. to seed a population along the front.
         outputs: what the model's outputs are ("logits", "probs", "log_probs"; see
             :mod:`hybridopt.outputs`); phases that need logits use ``to_logits``.
     """
@@ -51,6 +53,7 @@ class PhaseContext:
     population_size: int = 300
     max_evaluations: int | None = None
     outputs: str = "logits"
+    front: Callable[[], Tensor | None] = lambda: None
 
 
 @runtime_checkable

@@ -96,8 +96,14 @@ class GeneticPhase:
 
     def init(self, start: Tensor, best: Tensor | None = None) -> GeneticState:
         """Seed P individuals around ``start`` ``[D]``; ``start`` itself (and ``best``, when it
-        differs) are kept unchanged as elites."""
+        differs, and with several objectives up to P/2 members of the Pareto archive) are kept
+        unchanged as elites."""
         extra = None if best is None or torch.equal(best, start) else best.unsqueeze(0)
+        front = self.context.front() if self.objectives is not None else None
+        if front is not None and len(front):
+            # NSGA-II starts from the whole Pareto archive, not only around one model
+            front = front[: self.population_size // 2].to(start)
+            extra = front if extra is None else torch.cat([extra, front])
         return self.seed(start, extra)
 
     def seed(self, weights: Tensor, extra_elites: Tensor | None = None) -> GeneticState:
