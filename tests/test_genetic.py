@@ -245,3 +245,117 @@ def test_a_population_of_copies_ends_the_run_instead_of_spinning(bandit):
     result = opt.fit(max_evaluations=10_000, progress=False)
     assert result.stop_reason.startswith("converged: 10 steps in a row")
     assert result.evaluations == 11  # the starting weights and the first generation
+
+
+# -- fast paths against the references they replace (issue 14: work outside evaluation) --------
+
+
+def _bound_genetic(genetic, p=24, episode_length=None, seed=3, wrap=False):
+    """A bound genetic phase and its first state; ``wrap`` hides the built-in operators behind
+    lambdas, so the phase falls back to fingerprints."""
+    from conftest import make_bandit
+
+    from hybridopt.run_loop import bind
+
+    opt = ho.HybridOptimizer(mlp(), hit_rate, make_bandit(n=96), phases=("genetic",),
+                             population_size=p, episode_length=episode_length, backend="vmap",
+                             seed=seed, genetic=genetic)
+    if wrap:
+        mate, mutate = opt.toolbox.mate, opt.toolbox.mutate
+        opt.toolbox.register("mate", lambda a, b, generator: mate(a, b, generator=generator))
+        opt.toolbox.register("mutate", lambda x, s, generator: mutate(x, s, generator=generator))
+    bind(opt, None)
+    phase = opt.phase_objects[0]
+    start = opt.flat.vector(opt.model).detach().clone()
+    return opt, phase, phase.init(start, start)
+
+
+@pytest.mark.parametrize("crossover, gene_prob", [("blend", 0.1), ("uniform", 0.1),
+                                                  ("uniform", 0.005)])
+@pytest.mark.parametrize("episode_length", [None, 48])
+def test_operator_masks_find_the_unchanged_offspring_the_fingerprints_find(
+    crossover, gene_prob, episode_length
+):
+    cfg = GeneticConfig(crossover=crossover, gene_mutation_prob=gene_prob, mutation_prob=0.5,
+                        crossover_prob=0.7)
+    runs = []
+    for wrap in (False, True):
+        opt, phase, state = _bound_genetic(cfg, episode_length=episode_length, wrap=wrap)
+        spent = copies = 0
+        for _ in range(10):
+            state, metrics = phase.step(state, opt._episode())
+            spent += metrics["evaluations"]
+            copies += int((state.uids[2:] < state.next_uid - 22).sum())  # kept a parent's uid
+        runs.append((phase.state_dict(state), spent, copies))
+    (fast, fast_spent, copies), (slow, slow_spent, _) = runs
+    for key in ("population", "scores", "evaluated", "uids"):
+        assert torch.equal(fast[key], slow[key]), key
+    assert fast["next_uid"] == slow["next_uid"] and fast_spent == slow_spent
+    assert copies > 0  # some offspring were found unchanged
+
+
+def test_your_own_operators_keep_the_fingerprint_check():
+    cfg = GeneticConfig(crossover_prob=0.0)
+    opt, phase, state = _bound_genetic(cfg)
+    opt.toolbox.register("mutate", lambda x, scale, generator: x)  # changes nothing
+    state, _ = phase.step(state, opt.data)
+    state, metrics = phase.step(state, opt.data)
+    assert metrics["evaluations"] == 0  # every offspring is a copy: nothing to score
+
+
+def test_hall_of_fame_update_matches_deap_over_every_member():
+    rng = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        size = 1 + trial % 7
+        fast = _deap.HallOfFame(size, similar=_deap.same_member)
+        ref = _deap.HallOfFame(size, similar=_deap.same_member)
+        for _ in range(6):
+            p = int(torch.randint(1, 40, (1,), generator=rng))
+            scores = torch.randint(0, 5, (p,), generator=rng).double()  # many ties
+            scores[torch.rand(p, generator=rng) < 0.1] = -float("inf")
+            uids = torch.randint(0, 30, (p,), generator=rng)  # repeats, within and across
+            population = torch.randn(p, 3, generator=rng)
+            _deap.update_hall_of_fame(fast, scores, uids, population)
+            ref.update([_deap.make_member(i, u, s) for i, (u, s) in
+                        enumerate(zip(uids.tolist(), scores.tolist()))])
+            for member in ref:
+                if member.weights is None:
+                    member.weights = population[member.index].clone()
+            assert [(m.uid, m.index, m.fitness.values) for m in fast] == [
+                (m.uid, m.index, m.fitness.values) for m in ref]
+            assert all(torch.equal(a.weights, b.weights) for a, b in zip(fast, ref))
+            assert [k.values for k in fast.keys] == [k.values for k in ref.keys]
+
+
+def test_population_stats_match_deaps_statistics():
+    import numpy as np
+    from deap import tools
+
+    def finite(values):
+        arr = np.asarray(values, dtype=float)
+        return arr[np.isfinite(arr)] if np.isfinite(arr).any() else np.array([np.nan])
+
+    stats = tools.Statistics(key=lambda m: m.fitness.values[0])
+    for name, fn in (("avg", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
+        stats.register(name, lambda v, fn=fn: float(fn(finite(v))))
+    rng = torch.Generator().manual_seed(1)
+    for scores in (torch.randn(300, generator=rng, dtype=torch.float64),
+                   torch.tensor([1.0, -float("inf"), 0.25], dtype=torch.float64),
+                   torch.full((4,), -float("inf"), dtype=torch.float64)):
+        members = [_deap.make_member(i, i, s) for i, s in enumerate(scores.tolist())]
+        expected, got = stats.compile(members), _deap.population_stats(scores)
+        assert list(got) == list(expected)
+        assert all(got[k] == expected[k] or (got[k] != got[k] and expected[k] != expected[k])
+                   for k in got)  # bit for bit (NaN when nothing is finite)
+
+
+@pytest.mark.parametrize("select", [_deap.tournament(3), lambda ind, k: _deap.tools.selBest(
+    ind, k)])
+def test_lightweight_members_select_like_full_members(select):
+    scores = torch.randint(0, 6, (50,), generator=gen(2)).double()  # ties decide by order
+    picks = []
+    for members in (_deap.selection_members(scores),
+                    [_deap.make_member(i, 0, s) for i, s in enumerate(scores.tolist())]):
+        with _deap.private_random(random.Random(5)):
+            picks.append([m.index for m in select(members, 40)])
+    assert picks[0] == picks[1]

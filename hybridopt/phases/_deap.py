@@ -43,19 +43,52 @@ def same_member(a, b) -> bool:
     return a.uid == b.uid
 
 
-def make_statistics() -> tools.Statistics:
-    """DEAP statistics over the finite fitness values of a generation."""
-    stats = tools.Statistics(key=lambda m: m.fitness.values[0])
+HOF_CHUNK = 16  # rows offered to the hall of fame at a time, between re-filterings
 
-    def finite(values):
-        arr = np.asarray(values, dtype=float)
-        return arr[np.isfinite(arr)] if np.isfinite(arr).any() else np.array([np.nan])
 
-    stats.register("avg", lambda v: float(np.mean(finite(v))))
-    stats.register("std", lambda v: float(np.std(finite(v))))
-    stats.register("min", lambda v: float(np.min(finite(v))))
-    stats.register("max", lambda v: float(np.max(finite(v))))
-    return stats
+def update_hall_of_fame(hof: HallOfFame, scores: Tensor, uids: Tensor, population: Tensor) -> None:
+    """``hof.update`` over the rows of a population (``scores`` ``[P]``, ``uids`` ``[P]``), with
+    members built only for the rows that can enter it; the entrants' weights are cloned.
+
+    DEAP takes rows in order and, once the hall is full, only a row strictly better than its
+    worst; the worst never falls, so a row at or below it is skipped by DEAP anyway. Rows are
+    offered in order while the hall fills, then in chunks of those above its current worst:
+    the same hall as one ``hof.update`` over every row.
+    """
+    row, p = 0, len(scores)
+    while len(hof) < hof.maxsize and row < p:
+        hof.update([make_member(row, int(uids[row]), float(scores[row]))])
+        row += 1
+    rest = torch.arange(row, p)
+    while rest.numel():
+        rest = rest[scores[rest] > hof[-1].fitness.wvalues[0]]
+        chunk, rest = rest[:HOF_CHUNK], rest[HOF_CHUNK:]
+        hof.update([make_member(i, u, s) for i, u, s in
+                    zip(chunk.tolist(), uids[chunk].tolist(), scores[chunk].tolist())])
+    for member in hof:
+        if member.weights is None:
+            member.weights = population[member.index].clone()
+
+
+def population_stats(scores: Tensor) -> dict[str, float]:
+    """avg/std/min/max of the finite scores (NaN when there are none), as DEAP's Statistics
+    compiled them over the members' fitness values (the same numpy reductions)."""
+    arr = scores.detach().cpu().to(torch.float64).numpy()
+    finite = arr[np.isfinite(arr)] if np.isfinite(arr).any() else np.array([np.nan])
+    return {"avg": float(np.mean(finite)), "std": float(np.std(finite)),
+            "min": float(np.min(finite)), "max": float(np.max(finite))}
+
+
+def selection_members(scores: Tensor) -> list:
+    """Lightweight DEAP individuals for ``toolbox.select``: a row index and a DEAP fitness
+    each (its ``wvalues`` set directly: a fitness maximised with weight 1)."""
+    fitness = creator.HybridFitnessMax
+    members = []
+    for i, s in enumerate(scores.tolist()):
+        f = fitness.__new__(fitness)
+        f.wvalues = (s,)
+        members.append(_Ranked(i, f))
+    return members
 
 
 def tournament(tournsize: int):
@@ -93,7 +126,7 @@ def _multi_fitness(m: int) -> type:
 
 
 class _Ranked:
-    """A lightweight NSGA-II member: its row in the objectives tensor and a DEAP fitness."""
+    """A lightweight member (selection, NSGA-II): its row and a DEAP fitness."""
 
     __slots__ = ("index", "fitness")
 

@@ -1,8 +1,10 @@
 """Genetic phase: a DEAP population of flat weight vectors with vectorised variation.
 
-DEAP does what it is good at (toolbox, tournament selection, HallOfFame, Statistics, Logbook);
-crossover and mutation are array expressions over the whole ``[P, D]`` population. Scores are
-maximised; an individual whose score is not finite gets the worst fitness, ``-inf``.
+DEAP does what it is good at (toolbox, tournament selection, HallOfFame, Logbook); crossover,
+mutation and the generation's statistics are array expressions over the whole ``[P, D]``
+population, and DEAP members are built only where DEAP needs them (lightweight ones for
+selection; the hall of fame's few candidates). Scores are maximised; an individual whose score
+is not finite gets the worst fitness, ``-inf``.
 """
 
 from __future__ import annotations
@@ -75,14 +77,11 @@ class GeneticPhase:
             )
         else:
             self.toolbox.register("mate", cx_uniform, swap_prob=0.5, prob=config.crossover_prob)
-        self.toolbox.register(
-            "mutate",
-            config.mutate
-            or (lambda x, scale, generator: mut_gaussian(
-                x, scale, config.mutation_prob, config.gene_mutation_prob, generator
-            )),
-        )
-        self.stats = _deap.make_statistics()
+        if config.mutate is not None:
+            self.toolbox.register("mutate", config.mutate)
+        else:
+            self.toolbox.register("mutate", mut_gaussian, prob=config.mutation_prob,
+                                  gene_prob=config.gene_mutation_prob)
         self.exchange = Exchange(config)
 
     def bind(self, context: PhaseContext) -> None:
@@ -170,20 +169,13 @@ class GeneticPhase:
             spent["nonfinite"] += lamarck["nonfinite"]
             spent.update(self.exchange.lamarckian_gain(state, lamarck, self.fixed_data))
 
-        # DEAP bookkeeping: members, hall of fame, statistics
-        members = [
-            _deap.make_member(i, uid, s)
-            for i, (uid, s) in enumerate(zip(state.uids.tolist(), state.scores.tolist()))
-        ]
-        state.hall_of_fame.update(members)
-        for member in state.hall_of_fame:
-            if member.weights is None:
-                member.weights = state.population[member.index].clone()
+        # Bookkeeping: hall of fame (members only for rows that can enter it), statistics
+        _deap.update_hall_of_fame(state.hall_of_fame, state.scores, state.uids, state.population)
         # Flat fitness: selection is blind, so mutations widen until scores differ again
         finite = state.scores[torch.isfinite(state.scores)]
         flat = finite.numel() == 0 or bool(finite.max() == finite.min())
         state.flat_streak = state.flat_streak + 1 if flat else 0
-        record = self.stats.compile(members)
+        record = _deap.population_stats(state.scores)
         state.logbook.record(gen=state.generation, evals=int(todo.numel()), **record)
         best = int(torch.argmax(state.scores))
         state.generation += 1
@@ -315,7 +307,7 @@ class GeneticPhase:
             parents = nsga2.parents(state.objectives, p, self.generator)
             state.previous = {k: getattr(state, k).clone() for k in PER_ROW}
         else:
-            members = [_deap.make_member(i, 0, s) for i, s in enumerate(state.scores.tolist())]
+            members = _deap.selection_members(state.scores)
             with _deap.private_random(state.py_random):
                 chosen = self.toolbox.select(members, p - n_elite)
             parents = torch.tensor([m.index for m in chosen], dtype=torch.long)
@@ -328,24 +320,11 @@ class GeneticPhase:
         new[:n_elite] = population[elites.to(population.device)]
         offspring = new[n_elite:]
         torch.index_select(population, 0, parents.to(population.device), out=offspring)
-        probe = _probe(self.flat.dim, population)
-        before = offspring @ probe
-
-        # Crossover of consecutive pairs, then mutation (operators may work in place)
-        half = len(offspring) // 2
-        a, b = offspring[0 : 2 * half : 2], offspring[1 : 2 * half : 2]
-        ca, cb = self.toolbox.mate(a, b, generator=self.generator)
-        if ca.data_ptr() != a.data_ptr():
-            offspring[0 : 2 * half : 2] = ca
-        if cb.data_ptr() != b.data_ptr():
-            offspring[1 : 2 * half : 2] = cb
         scale = state.scale * 2.0 ** min(state.flat_streak, 4)
-        mutated = self.toolbox.mutate(offspring, scale, generator=self.generator)
-        if mutated.data_ptr() != offspring.data_ptr():
-            offspring.copy_(mutated)
+        changed = self._variation(offspring, scale, state.uids[parents])
 
-        # Unchanged offspring (same fingerprint) keep their parent's identity and score
-        unchanged = (offspring @ probe == before).cpu()
+        # Unchanged offspring keep their parent's identity and score
+        unchanged = ~changed
         uids = torch.where(
             unchanged, state.uids[parents], state.next_uid + torch.arange(len(parents))
         )
@@ -360,6 +339,40 @@ class GeneticPhase:
                                            -math.inf)
         state.next_uid += len(parents)
         return state
+
+    def _variation(self, offspring: Tensor, scale: Tensor, uids: Tensor) -> Tensor:
+        """Crossover of consecutive pairs, then mutation, in place (operators may also return
+        new tensors); returns which offspring rows changed, ``[M]`` bool on the CPU.
+
+        The built-in operators mark what they touch, and a pair of copies of one individual
+        (same uid) crosses into itself; your own operators get a fingerprint of each row
+        before and after instead (two mat-vecs)."""
+        m, half = len(offspring), len(offspring) // 2
+        mate, mutate = self.toolbox.mate, self.toolbox.mutate
+        marked = (getattr(mate, "func", None) in (cx_blend, cx_uniform)
+                  and getattr(mutate, "func", None) is mut_gaussian)
+        if marked:
+            crossed = torch.zeros(half, dtype=torch.bool, device=offspring.device)
+            changed = torch.zeros(m, dtype=torch.bool, device=offspring.device)
+            mate_kw, mutate_kw = {"touched": crossed}, {"touched": changed}
+        else:
+            probe = _probe(self.flat.dim, offspring)
+            before, mate_kw, mutate_kw = offspring @ probe, {}, {}
+        a, b = offspring[0 : 2 * half : 2], offspring[1 : 2 * half : 2]
+        ca, cb = mate(a, b, generator=self.generator, **mate_kw)
+        if ca.data_ptr() != a.data_ptr():
+            offspring[0 : 2 * half : 2] = ca
+        if cb.data_ptr() != b.data_ptr():
+            offspring[1 : 2 * half : 2] = cb
+        mutated = mutate(offspring, scale, generator=self.generator, **mutate_kw)
+        if mutated.data_ptr() != offspring.data_ptr():
+            offspring.copy_(mutated)
+        if not marked:
+            return (offspring @ probe != before).cpu()
+        crossed &= (uids[0 : 2 * half : 2] != uids[1 : 2 * half : 2]).to(crossed.device)
+        changed[0 : 2 * half : 2] |= crossed
+        changed[1 : 2 * half : 2] |= crossed
+        return changed.cpu()
 
 
 def _probe(d: int, like: Tensor) -> Tensor:

@@ -1,7 +1,9 @@
 """Vectorised variation operators over ``[M, D]`` populations, and per-weight mutation scales.
 
 Each works on whole populations at once (no loop over members or weights), draws only from
-the generator it is given, and may work in place.
+the generator it is given, and may work in place. Given ``touched``, a bool tensor (one entry per
+pair for crossovers, per row for mutation), each sets it True where it may have changed weights,
+so the genetic phase knows the unchanged offspring without comparing weights.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ from hybridopt.population.flat import FlatParams
 __all__ = ["cx_blend", "cx_uniform", "mut_gaussian", "tensor_scales"]
 
 
-def cx_blend(a: Tensor, b: Tensor, alpha: float, prob: float, generator: torch.Generator):
+def cx_blend(a: Tensor, b: Tensor, alpha: float, prob: float, generator: torch.Generator,
+             touched: Tensor | None = None):
     """BLX-alpha crossover of pairs ``(a[i], b[i])``; each pair is crossed with prob ``prob``.
 
     Works in place on the crossed rows of ``a`` and ``b`` (and returns them): only those rows
-    draw random numbers, so a generation costs O(crossed pairs x D), not O(P x D).
+    draw random numbers, so a generation costs O(crossed pairs x D), not O(P x D). ``touched``
+    ``[M]``: set True at the crossed pairs (a pair of equal rows crosses into itself).
     """
     m, d = a.shape
     idx = (torch.rand(m, generator=generator, device=a.device) < prob).nonzero().squeeze(1)
+    if touched is not None:
+        touched[idx] = True
     if idx.numel() == 0:
         return a, b
     pa, pb = a[idx], b[idx]
@@ -33,10 +39,12 @@ def cx_blend(a: Tensor, b: Tensor, alpha: float, prob: float, generator: torch.G
     return a, b
 
 
-def cx_uniform(a: Tensor, b: Tensor, swap_prob: float, prob: float, generator: torch.Generator):
+def cx_uniform(a: Tensor, b: Tensor, swap_prob: float, prob: float, generator: torch.Generator,
+               touched: Tensor | None = None):
     """Uniform crossover: crossed pairs swap each weight with probability ``swap_prob``.
 
-    Works in place on the crossed rows of ``a`` and ``b`` (and returns them).
+    Works in place on the crossed rows of ``a`` and ``b`` (and returns them). ``touched``
+    ``[M]``: set True at the pairs that swapped at least one pair of different weights.
     """
     m, d = a.shape
     idx = (torch.rand(m, generator=generator, device=a.device) < prob).nonzero().squeeze(1)
@@ -44,21 +52,27 @@ def cx_uniform(a: Tensor, b: Tensor, swap_prob: float, prob: float, generator: t
         return a, b
     pa, pb = a[idx], b[idx]
     swap = torch.rand(len(idx), d, generator=generator, device=a.device) < swap_prob
+    if touched is not None:
+        touched[idx] = (swap & (pa != pb)).any(1)
     a[idx] = torch.where(swap, pb, pa)
     b[idx] = torch.where(swap, pa, pb)
     return a, b
 
 
 def mut_gaussian(
-    x: Tensor, scale: Tensor, prob: float, gene_prob: float, generator: torch.Generator
+    x: Tensor, scale: Tensor, prob: float, gene_prob: float, generator: torch.Generator,
+    touched: Tensor | None = None,
 ) -> Tensor:
     """Gaussian mutation: with probability ``prob`` an individual gets ``N(0, scale)`` noise on
-    ``round(gene_prob * D)`` weights drawn at random (with replacement). Works in place."""
+    ``round(gene_prob * D)`` weights drawn at random (with replacement). Works in place.
+    ``touched`` ``[M]``: set True at the mutated rows."""
     m, d = x.shape
     mutated = (torch.rand(m, generator=generator, device=x.device) < prob).nonzero().squeeze(1)
     genes = max(1, round(gene_prob * d))
     if mutated.numel() == 0 or gene_prob == 0:
         return x
+    if touched is not None:
+        touched[mutated] = True
     cols = torch.randint(d, (len(mutated), genes), generator=generator, device=x.device)
     noise = torch.randn(len(mutated), genes, generator=generator, device=x.device) * scale[cols]
     rows = mutated.unsqueeze(1).expand_as(cols)
