@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hybridopt.checks import UNIT, above, at_least, between, check_fields, field_error
+from hybridopt.checks import UNIT, Range, above, at_least, check_fields, field_error
 
 # Ranges of the number fields; the types come from the annotations (see hybridopt.checks).
 GRADIENT_RANGES = {
@@ -25,7 +25,7 @@ GRADIENT_RANGES = {
     "collapse_patience": at_least(1),
     "collapse_drop": above(0),
     "collapse_entropy": at_least(0),
-    "revert_lr_factor": UNIT,
+    "revert_lr_factor": Range(low=0, high=1, low_open=True),
 }
 GENETIC_RANGES = {
     "tournament_size": at_least(1),
@@ -59,7 +59,7 @@ STALL_RANGES = {
     "min_delta": at_least(0),
     "min_steps": at_least(0),
     "flat_patience": at_least(1),
-    "max_share": between(0, 1),
+    "max_share": Range(low=0, high=1, low_open=True),
 }
 # Keys of optimizer_kwargs that other fields (or make_optimizer itself) already pass
 RESERVED_OPTIMIZER_KWARGS = ("params", "lr")

@@ -112,7 +112,7 @@ class HybridOptimizer:
         objective_weights: Any = None,
         select: Callable[[list[dict]], int] | None = None,
     ) -> None:
-        configs = {"gradient": gradient, "genetic": genetic, "es": es, "stall": stall}
+        configs = dict(gradient=gradient, genetic=genetic, es=es, stall=stall)
         self.phases = check_arguments(
             model=model, phases=phases, population_size=population_size,
             episode_length=episode_length, seed=seed, threads=threads,
@@ -131,16 +131,17 @@ class HybridOptimizer:
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.checkpoint_every, self.episode_length = checkpoint_every, episode_length
         self.population_size: int | str = population_size
+        self._population_option = population_size
         self.backend_options = dict(backend_options or {})
         self.seed, self.threads = seed, threads
         self.gradient_config = gradient or GradientConfig()
         self.stall_config = stall or StallConfig()
         self.scorer = Scorer(score_fn, objectives=objectives)
         self.generator = torch.Generator().manual_seed(seed)
-        first = data if episode_length is None else slice_data(self.data, 0, episode_length)
-        self.outputs = resolve_outputs(outputs, self.model, model_input(first))
+        first = self.data if episode_length is None else slice_data(self.data, 0, episode_length)
         check_model_and_score(self.model, self.scorer, first, self.validation_data, seed,
                               self.device, gradient=self.gradient_config)
+        self.outputs = resolve_outputs(outputs, self.model, model_input(first))
         self.evaluator = PopulationEvaluator(
             model, self.scorer, self.flat, method=backend if backend in IN_PROCESS else "auto",
             device=self.device, chunk_size=chunk_size, precision=precision,
@@ -159,6 +160,7 @@ class HybridOptimizer:
         next :meth:`fit` starts fresh (fitting again without a reset continues)."""
         self.flat.load(self.model, self._start_weights)
         self.generator.manual_seed(self.seed)
+        self.population_size = self._population_option
         if getattr(self, "evaluation", None) is not None:
             self.evaluation.close()
         self.evaluation = Evaluation(self.model, self.scorer, self.flat, self.data,

@@ -18,6 +18,7 @@ from hybridopt.checks import field_error
 from hybridopt.config import GeneticConfig, GradientConfig, StallConfig
 from hybridopt.data import Data, model_input
 from hybridopt.population.evaluate import resolve_device
+from hybridopt.population.size import LOW as AUTO_MIN
 from hybridopt.scoring import Scorer
 
 
@@ -74,11 +75,14 @@ def check_options(
     gradient = gradient or GradientConfig()
     genetic = genetic or GeneticConfig()
     resolved = resolve_device(device)
-    if "genetic" in phases and isinstance(population_size, int):
-        if not 1 <= genetic.elite < population_size:
+    if "genetic" in phases:
+        # "auto" resolves to at least AUTO_MIN individuals
+        size = population_size if isinstance(population_size, int) else AUTO_MIN
+        if not 1 <= genetic.elite < size:
             raise field_error(
                 "GeneticConfig", "elite", genetic.elite,
-                f"an int with 1 <= elite < population_size = {population_size} (elites are "
+                f"an int with 1 <= elite < population_size = {population_size}"
+                f"{f' (at least {AUTO_MIN})' if population_size == 'auto' else ''} (elites are "
                 "copied unchanged: with none the best can be lost, with all the population "
                 "never changes)",
             )

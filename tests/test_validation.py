@@ -319,9 +319,12 @@ def test_cuda_device_out_of_range():
 
 
 def test_relations_with_other_options_are_skipped_when_they_do_not_apply():
-    # population_size not resolved yet: the elite relation is left to whoever resolves it
-    assert check_options(gradient=None, genetic=ho.GeneticConfig(elite=500), stall=None,
+    # population_size "auto" is at least 16: elites up to 15 pass, more are refused at the door
+    assert check_options(gradient=None, genetic=ho.GeneticConfig(elite=15), stall=None,
                          population_size="auto", device="cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="at least 16"):
+        check_options(gradient=None, genetic=ho.GeneticConfig(elite=500), stall=None,
+                      population_size="auto", device="cpu")
     # no genetic phase: its elites do not matter
     make(phases=("gradient",), population_size=2)
     # a factory sees the model's own parameter list, so grouping by position works
