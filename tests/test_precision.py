@@ -13,6 +13,7 @@ import hybridopt as ho
 from hybridopt.population import auto as auto_mod
 from hybridopt.population import evaluate as evaluate_mod
 from hybridopt.population.auto import AutoSettings, measure, pick, size_key
+from hybridopt.population.device import clock_name
 from hybridopt.population.evaluate import PopulationEvaluator
 from hybridopt.population.flat import FlatParams
 from hybridopt.population.precision import bf16_matmul_units
@@ -177,6 +178,7 @@ def test_auto_records_its_precision_and_method_choice():
     assert choice["method"] in ("vmap", "loop")
     assert choice["precision"] in ("float32", "bfloat16")
     assert choice["hardware"] == bf16_matmul_units(torch.device("cpu"))
+    assert choice["clock"] == clock_name(torch.device("cpu"))
     wanted = {"vmap/float32", "loop/float32"}
     if choice["hardware"]:
         wanted |= {"vmap/bfloat16", "loop/bfloat16"}

@@ -5,7 +5,9 @@ to the nearest power of two, so a genetic phase whose changed-offspring count wo
 240 and 300 is timed once, while a switch from 64-row episodes to the whole data, or from a
 population of 32 to 1024, is timed again. Each candidate ("vmap/float32", "loop/bfloat16", ...)
 runs once to warm up, then ``repeats`` times, round-robin so that load from other processes
-falls on every candidate alike; the median per-individual time decides.
+falls on every candidate alike; the median per-individual time decides. On a CPU with one
+torch thread the clock is the calling thread's CPU time, which other processes cannot inflate
+(:func:`hybridopt.population.device.clock`).
 
 Reduced precision is picked only where it pays clearly: the hardware has bf16 matrix units,
 the best bfloat16 candidate is at least ``margin`` times faster than the best float32 one, and

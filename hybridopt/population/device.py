@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
-__all__ = ["now", "resolve_device"]
+__all__ = ["clock", "clock_name", "now", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -53,3 +54,20 @@ def now(device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
+
+
+def clock(device: torch.device) -> Callable[[], float]:
+    """The clock that times work on ``device`` best.
+
+    On a CPU with one torch thread every operation runs in the calling thread, so its CPU time
+    (``time.thread_time``) measures the work alone: time slices lost to other processes on a
+    shared machine do not count. With more threads, or on CUDA, wall time (after a sync).
+    """
+    if device.type == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time
+    return lambda: now(device)
+
+
+def clock_name(device: torch.device) -> str:
+    """``"thread_time"`` or ``"wall"``: which :func:`clock` applies."""
+    return "thread_time" if clock(device) is time.thread_time else "wall"

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from hybridopt.data import Data, model_input
 from hybridopt.population.auto import AutoSettings, measure, pick, size_key
-from hybridopt.population.device import now, resolve_device
+from hybridopt.population.device import clock, clock_name, resolve_device
 from hybridopt.population.flat import FlatParams
 from hybridopt.population.precision import (
     MODES,
@@ -95,9 +95,10 @@ class PopulationEvaluator:
             ``method``, ``precision``, ``rows``, ``population``, ``timings`` (estimated seconds
             for the whole population, keyed ``"method/precision"``), ``agree`` (vmap and loop
             agree in float32), ``precision_agreement`` (share of rows where reduced precision
-            picks float32's action), ``hardware`` (bf16 matrix units, or None), and ``sizes``
-            (every size timed so far and what was chosen for it). Assigning a saved choice
-            restores those decisions, so a resumed run does not time again.
+            picks float32's action), ``hardware`` (bf16 matrix units, or None), ``clock``
+            ("thread_time": CPU time of the calling thread, with one torch thread on a CPU;
+            else "wall") and ``sizes`` (every size timed so far and what was chosen for it).
+            Assigning a saved choice restores those decisions: a resumed run does not time again.
 
     Raises:
         ValueError: if ``method``, ``precision``, ``chunk_size`` or ``device`` is not valid
@@ -376,7 +377,7 @@ class PopulationEvaluator:
             for m in methods for p in precisions
         }
         if len(candidates) > 1:
-            per_call, outputs = measure(candidates, self.auto, functools.partial(now, self.device))
+            per_call, outputs = measure(candidates, self.auto, clock(self.device))
         else:
             per_call, outputs = {name: 0.0 for name in candidates}, {}
         timings = {name: s * len(population) / len(sample) for name, s in per_call.items()}
@@ -397,6 +398,7 @@ class PopulationEvaluator:
             "device": str(self.device),
             "sample": len(sample),
             "repeats": self.auto.repeats,
+            "clock": clock_name(self.device),
             **({"reason": reason} if reason else {}),
             "sizes": [*sizes, {"rows": len(x), "population": len(population),
                                "method": method, "precision": precision}],
