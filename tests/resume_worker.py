@@ -1,6 +1,6 @@
 """Run a small deterministic hybrid fit with checkpoints; used by test_checkpoint.py.
 
-Usage: python resume_worker.py CHECKPOINT_DIR OUT_FILE BACKEND [--no-resume]
+Usage: python resume_worker.py CHECKPOINT_DIR OUT_FILE BACKEND [--no-resume] [--phases a,b,c]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def score(actions, data):
     return (actions == data[1]).float().mean(-1)
 
 
-def run(checkpoint_dir, backend, resume=True):
+def run(checkpoint_dir, backend, resume=True, phases=("gradient", "genetic")):
     model, data = task()
     opt = ho.HybridOptimizer(
         model,
@@ -41,13 +41,18 @@ def run(checkpoint_dir, backend, resume=True):
         checkpoint_every=2,
         gradient=ho.GradientConfig(max_steps=12, samples=8),
         genetic=ho.GeneticConfig(max_generations=6),
+        es=ho.ESConfig(max_generations=8),
+        phases=phases,
     )
     return opt.fit(max_evaluations=2500, progress=False, resume=resume)
 
 
 if __name__ == "__main__":
     folder, out, backend = sys.argv[1:4]
-    result = run(folder, backend, resume="--no-resume" not in sys.argv)
+    phases = ("gradient", "genetic")
+    if "--phases" in sys.argv:
+        phases = tuple(sys.argv[sys.argv.index("--phases") + 1].split(","))
+    result = run(folder, backend, resume="--no-resume" not in sys.argv, phases=phases)
     history = [{k: v for k, v in r.items() if k != "wall_time"} for r in result.history]
     torch.save(
         {

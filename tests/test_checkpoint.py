@@ -25,7 +25,7 @@ from hybridopt.checkpoint import (
 WORKER = Path(__file__).with_name("resume_worker.py")
 
 
-def run_worker(folder, out, backend, *extra):
+def run_phases(folder, out, backend, *extra):
     return subprocess.Popen(
         [sys.executable, str(WORKER), str(folder), str(out), backend, *extra],
         stdout=subprocess.DEVNULL,
@@ -42,15 +42,21 @@ def assert_same(a, b):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["vmap", "loop"])
-def test_sigkill_at_random_moments_then_resume_gives_the_same_run(tmp_path, backend):
+@pytest.mark.parametrize(("backend", "phases"), [
+    ("vmap", "gradient,genetic"), ("loop", "gradient,genetic"), ("vmap", "gradient,es,genetic"),
+])
+def test_sigkill_at_random_moments_then_resume_gives_the_same_run(tmp_path, backend, phases):
+    def run_worker(folder, out, backend, *extra):  # every run of this test with these phases
+        return run_phases(folder, out, backend, *extra, "--phases", phases)
+
     reference = tmp_path / "reference.pt"
     proc = run_worker(tmp_path / "ref_ckpt", reference, backend, "--no-resume")
     assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()
     expected = torch.load(reference, weights_only=False)
     assert expected["switches"], "the task should switch phases"
+    assert {s["to_phase"] for s in expected["switches"]} >= set(phases.split(",")) - {"gradient"}
 
-    rng = random.Random(backend)
+    rng = random.Random(backend + phases)
     folder, out = tmp_path / "ckpt", tmp_path / "resumed.pt"
     kills = 0
     for _ in range(3):

@@ -320,7 +320,7 @@ class GeneticPhase:
         new[:n_elite] = population[elites.to(population.device)]
         offspring = new[n_elite:]
         torch.index_select(population, 0, parents.to(population.device), out=offspring)
-        scale = state.scale * 2.0 ** min(state.flat_streak, 4)
+        scale = state.scale * (cfg.mutation_scale * 2.0 ** min(state.flat_streak, 4))
         changed = self._variation(offspring, scale, state.uids[parents])
 
         # Unchanged offspring keep their parent's identity and score
