@@ -4,7 +4,7 @@ A model (LSTM -> linear hidden layer -> 3-way softmax: buy, sell, hold) sees a w
 returns of a synthetic price series and picks an action per step. Its score relates the success
 rate of its operations to how many it makes: there is no target per sample, so no ordinary loss.
 hybridopt alternates policy-gradient steps and a genetic population, switching when one stalls,
-and keeps the weights that score best on a validation split. The test split is never used for
+and keeps the weights that score best on the training and validation rows together. The test split is never used for
 training or selection: it is the held-out score.
 
 Run:  python examples/trading_signals.py            (the `make demo` default, ~2 minutes)
@@ -36,7 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-evaluations", type=int, default=20_000)
     p.add_argument("--max-time", type=float, default=150.0,
                    help="seconds; keeps `make demo` under three minutes (0 = no limit)")
-    p.add_argument("--population-size", type=int, default=300)
+    p.add_argument("--population-size", default="auto",
+                   help='individuals of the genetic phase, or "auto" (the default: sized from '
+                        "the dimension and the budget)")
     p.add_argument("--episode-length", type=int, default=512,
                    help="rows per episode (0 = the whole training split)")
     p.add_argument("--window", type=int, default=16, help="past returns the LSTM sees")
@@ -64,7 +66,8 @@ def main(argv=None) -> dict:
         data=train,
         validation_data=valid,
         phases=tuple(args.phases.split(",")),
-        population_size=args.population_size,
+        population_size=(args.population_size if args.population_size == "auto"
+                         else int(args.population_size)),
         episode_length=args.episode_length or None,
         seed=args.seed,
     )
