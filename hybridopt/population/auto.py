@@ -4,10 +4,10 @@ A choice holds for one *size*: the episode length (rows) and the population size
 to the nearest power of two, so a genetic phase whose changed-offspring count wobbles between
 240 and 300 is timed once, while a switch from 64-row episodes to the whole data, or from a
 population of 32 to 1024, is timed again. Each candidate ("vmap/float32", "loop/bfloat16", ...)
-runs once to warm up, then ``repeats`` times, round-robin so that load from other processes
-falls on every candidate alike; the median per-individual time decides. On a CPU with one
-torch thread the clock is the calling thread's CPU time, which other processes cannot inflate
-(:func:`hybridopt.population.device.clock`).
+runs once to warm up, then ``repeats`` times, round-robin (rotated each round) so that load
+from other processes falls on every candidate alike; the median per-individual time decides.
+On a CPU with one torch thread the clock is the calling thread's CPU time, which other
+processes cannot inflate (:func:`hybridopt.population.device.clock`).
 
 Reduced precision is picked only where it pays clearly: the hardware has bf16 matrix units,
 the best bfloat16 candidate is at least ``margin`` times faster than the best float32 one, and
@@ -30,9 +30,9 @@ __all__ = ["AutoSettings", "measure", "pick", "size_key"]
 class AutoSettings:
     """How ``auto`` measures and decides."""
 
-    repeats: int = 5
+    repeats: int = 7
     """Timed runs per candidate after the warm-up; the median counts."""
-    min_seconds: float = 0.02
+    min_seconds: float = 0.05
     """Each timed run repeats its candidate until it lasts this long (timer resolution)."""
     sample: int = 8
     """Individuals timed, at least (and at least one vmap chunk); results scale to P."""
@@ -66,11 +66,13 @@ def measure(
         elapsed = max(clock() - start, 1e-9)
         calls[name] = max(1, math.ceil(settings.min_seconds / elapsed))
     times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(settings.repeats):
-        for name, run in candidates.items():
+    names = list(candidates)
+    for r in range(settings.repeats):
+        # Round-robin, starting one later each round: no candidate always follows the same one
+        for name in names[r % len(names):] + names[: r % len(names)]:
             start = clock()
             for _ in range(calls[name]):
-                run()
+                candidates[name]()
             times[name].append((clock() - start) / calls[name])
     return {name: statistics.median(t) for name, t in times.items()}, outputs
 
