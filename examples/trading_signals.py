@@ -44,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=16, help="past returns the LSTM sees")
     p.add_argument("--hidden-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: this small LSTM gains nothing from more, and on "
+                        "a busy 2-core machine two threads can make a run 10x slower; 0 = torch's)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<timestamp>)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
@@ -70,6 +73,7 @@ def main(argv=None) -> dict:
                          else int(args.population_size)),
         episode_length=args.episode_length or None,
         seed=args.seed,
+        threads=args.threads or None,
     )
     start = {"train": opt.evaluate(train), "valid": opt.evaluate(valid),
              "test": opt.evaluate(test)}
