@@ -4,8 +4,8 @@ A model (LSTM -> linear hidden layer -> 3-way softmax: buy, sell, hold) sees a w
 returns of a synthetic price series and picks an action per step. Its score relates the success
 rate of its operations to how many it makes: there is no target per sample, so no ordinary loss.
 hybridopt alternates policy-gradient steps and a genetic population, switching when one stalls,
-and keeps the weights that score best on the training and validation rows together. The test split is never used for
-training or selection: it is the held-out score.
+and keeps the weights that score best on the training and validation rows together. The test
+split is never used for training or selection: it is the held-out score.
 
 Run:  python examples/trading_signals.py            (the `make demo` default, ~2 minutes)
       python examples/trading_signals.py --phases gradient --max-evaluations 5000
