@@ -110,7 +110,9 @@ class FitResult:
             "wall_time": self.wall_time,
             "stop_reason": self.stop_reason,
             "nonfinite": self.nonfinite,
+            "threads": self.threads,
             "switches": self.switches,
+            "events": self.events,
             **front,
         }
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))

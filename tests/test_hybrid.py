@@ -5,6 +5,7 @@ probability outputs (the seed's softmax model)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -357,3 +358,13 @@ def test_the_softmax_model_trains_like_its_logit_twin(seed):
         opt.fit(max_evaluations=2_000, progress=False)
         held_out[name] = opt.evaluate(splits["test"])
     assert abs(held_out["probs"] - held_out["logits"]) <= 1.0, held_out
+
+
+def test_the_run_folder_records_the_thread_count(tmp_path):
+    from conftest import make_bandit
+
+    opt = ho.HybridOptimizer(mlp(), hit_rate, data=make_bandit(n=64), threads=1,
+                             population_size=8, seed=0)
+    opt.fit(max_evaluations=120, progress=False).save(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["threads"] == 1 and "events" in summary
