@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -31,3 +35,20 @@ def mlp(features: int = 6, actions: int = 3, hidden: int = 16, seed: int = 0) ->
 @pytest.fixture
 def bandit():
     return make_bandit()
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(name: str):
+    """Import ``examples/<name>.py`` as a module (registered, so its dataclasses load)."""
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def strip(history):
+    """A history without its wall times (the part a same-seed run must repeat exactly)."""
+    return [{k: v for k, v in row.items() if k != "wall_time"} for row in history]

@@ -4,35 +4,17 @@ probability outputs (the seed's softmax model)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import hit_rate, mlp
+from conftest import hit_rate, load_example, mlp, strip
 
 import hybridopt as ho
 from hybridopt.population.size import auto_population_size
 from hybridopt.tasks.trading import TradingSignalModel, make_trading_data, trading_score
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("custom_phase", ROOT / "examples/custom_phase.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-RandomSearch = _load_example().RandomSearch
-
-
-def strip(history):
-    return [{k: v for k, v in row.items() if k != "wall_time"} for row in history]
+RandomSearch = load_example("custom_phase").RandomSearch
 
 
 class Weights(ho.Callback):
