@@ -311,3 +311,19 @@ def test_auto_on_cuda_records_its_choice():
     assert ev.choice["device"].startswith("cuda") and plain(ev.choice)
     major = torch.cuda.get_device_capability()[0]
     assert (ev.choice["hardware"] is not None) == (major >= 8)
+
+
+def test_a_kept_best_is_a_float32_score():
+    # Population evaluation in bfloat16, but the kept best is re-scored in float32 through the
+    # model itself: result.best_score equals the float32 score of the weights it holds
+    from conftest import hit_rate, make_bandit, mlp
+
+    import hybridopt as ho
+
+    data = make_bandit(n=128)
+    opt = ho.HybridOptimizer(mlp(), hit_rate, data=data, phases=("genetic",), precision="bfloat16",
+                             population_size=16, seed=0)
+    result = opt.fit(max_evaluations=200, progress=False)
+    assert next(opt.model.parameters()).dtype == torch.float32
+    assert result.best_score == opt.evaluate(data)
+    assert result.best_score == float(hit_rate(opt.model(data[0]).argmax(-1)[None], data)[0])
