@@ -210,9 +210,6 @@ class HybridOptimizer:
         """The best flat weights so far ``[D]``."""
         return self.selection.best_weights
 
-    def _episode(self, first: bool = False) -> Data:
-        return self.evaluation.episode(first)
-
     def _evaluate_population(self, population: Tensor, episode: Data):
         return self.evaluation.population(population, episode)
 

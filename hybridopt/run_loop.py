@@ -160,7 +160,7 @@ def run(opt: Any, budget: Budget, callbacks: tuple, progress: bool) -> FitResult
 def step(opt: Any, wall_time: float) -> dict:
     """One step of the running phase; its candidate offered to the selection; the history row."""
     phase = opt.controller.phase
-    episode = opt._episode()
+    episode = opt.evaluation.episode()
     chosen_before = opt.evaluator.choice is not None
     opt._state, metrics = phase.step(opt._state, episode)
     opt.evaluations += metrics.pop("evaluations")

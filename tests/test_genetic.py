@@ -283,7 +283,7 @@ def test_operator_masks_find_the_unchanged_offspring_the_fingerprints_find(
         opt, phase, state = _bound_genetic(cfg, episode_length=episode_length, wrap=wrap)
         spent = copies = 0
         for _ in range(10):
-            state, metrics = phase.step(state, opt._episode())
+            state, metrics = phase.step(state, opt.evaluation.episode())
             spent += metrics["evaluations"]
             copies += int((state.uids[2:] < state.next_uid - 22).sum())  # kept a parent's uid
         runs.append((phase.state_dict(state), spent, copies))

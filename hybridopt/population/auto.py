@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-__all__ = ["AutoSettings", "measure", "pick", "size_key"]
+__all__ = ["AutoSettings", "agreement", "measure", "pick", "size_key"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,3 +100,16 @@ def pick(
         if fast and agrees and seconds < best[chosen][0]:
             chosen = precision
     return best[chosen][1], chosen
+
+
+def agreement(outputs: dict[str, Tensor], what: str) -> float | None:
+    """Share of rows where two candidates' actions agree: "vmap/loop" (float32) or a precision
+    against float32 (same method). None when the pair was not measured."""
+    if what == "vmap/loop":
+        pairs = [("vmap/float32", "loop/float32")]
+    else:
+        pairs = [(f"{m}/{what}", f"{m}/float32") for m in ("vmap", "loop")]
+    for a, b in pairs:
+        if a in outputs and b in outputs:
+            return float((outputs[a] == outputs[b]).float().mean())
+    return None

@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch import Tensor, nn
 
-__all__ = ["clock", "clock_name", "now", "resolve_device"]
+__all__ = ["activation_elements", "clock", "clock_name", "now", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -71,3 +72,25 @@ def clock(device: torch.device) -> Callable[[], float]:
 def clock_name(device: torch.device) -> str:
     """``"thread_time"`` or ``"wall"``: which :func:`clock` applies."""
     return "thread_time" if clock(device) is time.thread_time else "wall"
+
+
+def activation_elements(model: nn.Module, x: Tensor) -> int:
+    """Elements of every module output in one forward: a proxy for per-individual memory."""
+    total = 0
+
+    def hook(_module, _inputs, output):
+        nonlocal total
+        for t in output if isinstance(output, tuple) else (output,):
+            if isinstance(t, Tensor):
+                total += t.numel()
+            elif isinstance(t, tuple):
+                total += sum(u.numel() for u in t if isinstance(u, Tensor))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total

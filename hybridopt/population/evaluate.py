@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from hybridopt.data import Data, model_input
-from hybridopt.population.auto import AutoSettings, measure, pick, size_key
-from hybridopt.population.device import clock, clock_name, resolve_device
+from hybridopt.population.auto import AutoSettings, agreement, measure, pick, size_key
+from hybridopt.population.device import activation_elements, clock, clock_name, resolve_device
 from hybridopt.population.flat import FlatParams
 from hybridopt.population.precision import (
     MODES,
@@ -43,28 +43,6 @@ log = logging.getLogger(__name__)
 METHODS = ("auto", "vmap", "loop")
 CPU_ROWS_PER_CHUNK = 4096
 LOOP_CHUNK = 64
-
-
-def _activation_elements(model: nn.Module, x: Tensor) -> int:
-    """Elements of every module output in one forward: a proxy for per-individual memory."""
-    total = 0
-
-    def hook(_module, _inputs, output):
-        nonlocal total
-        for t in output if isinstance(output, tuple) else (output,):
-            if isinstance(t, Tensor):
-                total += t.numel()
-            elif isinstance(t, tuple):
-                total += sum(u.numel() for u in t if isinstance(u, Tensor))
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return total
 
 
 def _cast(x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -205,7 +183,7 @@ class PopulationEvaluator:
                 budget = int(0.4 * free)
             else:
                 budget = 256 * 2**20
-        per_individual = 4 * (3 * _activation_elements(self._loop_model, x) + self.flat.dim)
+        per_individual = 4 * (3 * activation_elements(self._loop_model, x) + self.flat.dim)
         chunk = max(1, min(1024, budget // max(per_individual, 1)))
         if self.device.type == "cpu":
             # On a CPU, chunks of about 4096 rows (individuals x N) stay in cache: measured
@@ -381,9 +359,9 @@ class PopulationEvaluator:
         else:
             per_call, outputs = {name: 0.0 for name in candidates}, {}
         timings = {name: s * len(population) / len(sample) for name, s in per_call.items()}
-        agreement = _agreement(outputs, "bfloat16")
-        methods_agree = _agreement(outputs, "vmap/loop")
-        method, precision = pick(timings, agreement, self.auto)
+        reduced_agree = agreement(outputs, "bfloat16")
+        methods_agree = agreement(outputs, "vmap/loop")
+        method, precision = pick(timings, reduced_agree, self.auto)
 
         sizes = (self._choice or {}).get("sizes", [])
         self._choice = {
@@ -393,7 +371,7 @@ class PopulationEvaluator:
             "population": len(population),
             "timings": timings,
             "agree": None if methods_agree is None else methods_agree > 0.99,  # in float32
-            "precision_agreement": agreement,
+            "precision_agreement": reduced_agree,
             "hardware": hardware,
             "device": str(self.device),
             "sample": len(sample),
@@ -406,16 +384,3 @@ class PopulationEvaluator:
         log.info("auto chose %s in %s at rows=%d, P=%d (%s)", method, precision, len(x),
                  len(population), ", ".join(f"{k} {v:.3f}s" for k, v in timings.items()))
         return method, precision
-
-
-def _agreement(outputs: dict[str, Tensor], what: str) -> float | None:
-    """Share of rows where two candidates' actions agree: "vmap/loop" (float32) or a precision
-    against float32 (same method). None when the pair was not measured."""
-    if what == "vmap/loop":
-        pairs = [("vmap/float32", "loop/float32")]
-    else:
-        pairs = [(f"{m}/{what}", f"{m}/float32") for m in ("vmap", "loop")]
-    for a, b in pairs:
-        if a in outputs and b in outputs:
-            return float((outputs[a] == outputs[b]).float().mean())
-    return None
