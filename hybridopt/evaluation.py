@@ -43,7 +43,7 @@ class Evaluation:
         self.backend, self.address, self.options = backend, address, backend_options
         self.device, self.episode_length, self.generator = device, episode_length, generator
         self.scratch = copy.deepcopy(model).eval()
-        self.n = next(iter(model_input(data).shape))
+        self.n = model_input(data).shape[0]  # rows of the training data
         self.distributed: Any = None
         self.bounds: tuple[int, int] | None = None
         self.nonfinite = 0
