@@ -159,6 +159,8 @@ class Job:
     auto_supported: bool
     """Whether ``HybridOptimizer`` takes ``population_size="auto"`` (else the resolved int)."""
     histories: str | None = None
+    hybrid_phases: tuple[str, ...] | None = None
+    """``--hybrid-phases``: the hybrid's phases (None = the library's default)."""
 
 
 @functools.cache
@@ -178,7 +180,7 @@ def run_one(job: Job) -> dict:
     else:
         population = task.population_size if job.population == "task" else int(job.population)
         resolved = population
-    phases = METHODS[job.method]
+    phases = job.hybrid_phases if job.method == "hybrid" else METHODS[job.method]
 
     def optimizer(model: nn.Module) -> ho.HybridOptimizer:
         return ho.HybridOptimizer(
@@ -346,7 +348,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default runs/hybrid_vs_pure)")
     p.add_argument("--histories", type=Path, default=None,
                    help="folder for one history CSV per run (default: none)")
+    p.add_argument("--hybrid-phases", default=None,
+                   help="the hybrid's phases, comma-separated (e.g. es,gradient,genetic; "
+                        "default: the library's default cycle), to measure a candidate default")
     args = p.parse_args(argv)
+    if args.hybrid_phases is not None:
+        args.hybrid_phases = tuple(n.strip() for n in args.hybrid_phases.split(",") if n.strip())
+        reason = hybridopt_rejects(phases=args.hybrid_phases)
+        if reason:
+            p.error(f"--hybrid-phases {args.hybrid_phases} is rejected: {reason}")
     args.tasks = list(dict.fromkeys(ALIASES.get(t.strip(), t.strip())
                                     for t in args.tasks.split(",") if t.strip()))
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -412,7 +422,7 @@ def main(argv=None) -> dict:
     todo = cells(args)
     # Seeds outer, methods inner: a drift in machine load hits every method alike
     jobs = [Job(name, budget, method, seed, args.population, auto_supported,
-                None if args.histories is None else str(args.histories))
+                None if args.histories is None else str(args.histories), args.hybrid_phases)
             for name, budget in todo for seed in range(args.seeds) for method in methods]
     print(f"torch {torch.__version__}; {len(jobs)} runs: {len(todo)} task/budget cells x "
           f"{args.seeds} seeds x methods {', '.join(methods)}; {args.jobs} jobs x "

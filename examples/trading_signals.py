@@ -31,8 +31,9 @@ from hybridopt.tasks.trading import (
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--phases", default="gradient,genetic",
-                   help="comma-separated phases, the first starts (default: gradient,genetic)")
+    p.add_argument("--phases", default="es,genetic,gradient",
+                   help="comma-separated phases, the first starts (default: the library's "
+                        "es,genetic,gradient)")
     p.add_argument("--max-evaluations", type=int, default=20_000)
     p.add_argument("--max-time", type=float, default=150.0,
                    help="seconds; keeps `make demo` under three minutes (0 = no limit)")

@@ -18,7 +18,7 @@ from hybridopt.controller import Controller
 from hybridopt.data import Data, check_like, data_to, model_input, slice_data
 from hybridopt.evaluation import IN_PROCESS, Evaluation
 from hybridopt.outputs import resolve_outputs
-from hybridopt.phases import build_phases
+from hybridopt.phases import DEFAULT_PHASES, build_phases
 from hybridopt.population.evaluate import PopulationEvaluator, resolve_device
 from hybridopt.population.flat import FlatParams
 from hybridopt.result import FitResult
@@ -32,8 +32,9 @@ from hybridopt.validation import check_model_and_score
 class HybridOptimizer:
     """Maximise a non-differentiable score of a model's discrete actions.
 
-    Alternates search phases (by default a policy-gradient learner and a genetic algorithm
-    over the flat weights, evaluated in vectorised batches), switching when progress stalls.
+    Alternates search phases (by default SNES, a genetic algorithm and a policy-gradient
+    learner over the flat weights, populations evaluated in vectorised batches), switching
+    when progress stalls.
 
     Args:
         model: maps inputs ``[N, ...]`` to logits ``[N, A]`` or ``[N, H, A]`` (or
@@ -43,7 +44,8 @@ class HybridOptimizer:
         data: a tensor, or a tuple/list/dict of tensors sharing the leading length N; the model
             input is the tensor, ``data[0]`` or ``data["x"]``.
         phases: built-in phase names ("gradient", "genetic", "es") or phase objects
-            (:class:`hybridopt.phases.base.Phase`), in order; the first starts.
+            (:class:`hybridopt.phases.base.Phase`), in order; the first starts. Default
+            ``("es", "genetic", "gradient")``, chosen by measurement (README).
         population_size: individuals per generation of the genetic phase; "auto" sizes it
             from the dimension and the first ``fit``'s budget
             (:func:`hybridopt.population.size.auto_population_size`).
@@ -88,7 +90,7 @@ class HybridOptimizer:
         score_fn: Callable[..., Any],
         data: Data,
         *,
-        phases: tuple[Any, ...] = ("gradient", "genetic"),
+        phases: tuple[Any, ...] = DEFAULT_PHASES,
         population_size: int | str = "auto",
         episode_length: int | None = None,
         validation_data: Data | None = None,

@@ -45,7 +45,7 @@ def check_options(
     stall: StallConfig | None,
     population_size: int | str,
     device: str | torch.device,
-    phases: tuple[str, ...] = ("gradient", "genetic"),
+    phases: tuple[str, ...] = ("es", "genetic", "gradient"),
     model: nn.Module | None = None,
 ) -> torch.device:
     """Checks that need more than one config, or torch: run before any long work.

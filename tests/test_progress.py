@@ -205,7 +205,7 @@ FIT = textwrap.dedent("""
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     opt = ho.HybridOptimizer(
         model, score, (x, best), validation_data=(x[:48], best[:48]), population_size=8,
-        gradient=ho.GradientConfig(samples=4, max_steps=3),
+        phases=("gradient", "genetic"), gradient=ho.GradientConfig(samples=4, max_steps=3),
         genetic=ho.GeneticConfig(max_generations=2), device="cpu",
     )
     opt.fit(max_evaluations=200)

@@ -92,6 +92,7 @@ def test_forced_stall_switches_and_best_never_goes_backwards(bandit):
         hit_rate,
         data=bandit,
         seed=0,
+        phases=("gradient", "genetic"),
         population_size=16,
         stall=StallConfig(patience=2, min_steps=2),
         gradient=ho.GradientConfig(max_steps=6, patience=2),
@@ -189,6 +190,7 @@ def test_callbacks_see_every_event(bandit):
         hit_rate,
         data=bandit,
         seed=0,
+        phases=("gradient", "genetic"),
         population_size=8,
         gradient=ho.GradientConfig(max_steps=2),
     )
@@ -331,7 +333,8 @@ def test_plateau_task_hybrid_escapes_where_the_gradient_cannot():
     d = make_plateau_data(seed=0)
     torch.manual_seed(1)
     opt = ho.HybridOptimizer(
-        PlateauMLP(), plateau_score, data=d["train"], seed=1, population_size=64
+        PlateauMLP(), plateau_score, data=d["train"], seed=1, population_size=64,
+        phases=("gradient", "genetic"),
     )
     result = opt.fit(max_evaluations=3000, progress=False)
     first = result.switches[0]
@@ -340,3 +343,17 @@ def test_plateau_task_hybrid_escapes_where_the_gradient_cannot():
     assert result.best_score > 20
     flats = [r["flat"] for r in result.history if r["phase"] == "genetic"]
     assert flats[0] and not flats[-1]  # the widened population found differences
+
+
+def test_default_cycle_leaves_a_flat_snes_phase_early_on_the_plateau():
+    from hybridopt.tasks.plateau import PlateauMLP, make_plateau_data, plateau_score
+
+    d = make_plateau_data(seed=0)
+    torch.manual_seed(1)
+    opt = ho.HybridOptimizer(PlateauMLP(), plateau_score, data=d["train"], seed=1)
+    assert opt.phases == ("es", "genetic", "gradient")
+    result = opt.fit(max_evaluations=3000, progress=False)
+    first = result.switches[0]
+    assert (first["from_phase"], first["to_phase"]) == ("es", "genetic")
+    assert first["reason"].startswith("flat") and first["evaluations"] <= 150
+    assert result.best_score > 20

@@ -19,7 +19,11 @@ BUILT_IN = {
     "es": ("hybridopt.phases.es", "ESPhase", "es"),
 }
 
-__all__ = ["BUILT_IN", "Phase", "PhaseContext", "build_phases", "validate_phases"]
+# The default cycle, as measured (benchmarks/hybrid_vs_pure.py, README "Does switching pay
+# off?"): SNES first (steady on small budgets), then the GA, then REINFORCE from the best.
+DEFAULT_PHASES = ("es", "genetic", "gradient")
+
+__all__ = ["BUILT_IN", "DEFAULT_PHASES", "Phase", "PhaseContext", "build_phases", "validate_phases"]
 
 
 def validate_phases(phases: Any) -> tuple[Any, ...]:
