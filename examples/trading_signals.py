@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 import hybridopt as ho
+from hybridopt.phases import DEFAULT_PHASES
 from hybridopt.tasks.trading import (
     TradingSignalModel,
     make_trading_data,
@@ -31,9 +32,9 @@ from hybridopt.tasks.trading import (
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--phases", default="es,genetic,gradient",
-                   help="comma-separated phases, the first starts (default: the library's "
-                        "es,genetic,gradient)")
+    p.add_argument("--phases", default=",".join(DEFAULT_PHASES),
+                   help="comma-separated phases, the first starts (default: the library's, "
+                        f"{','.join(DEFAULT_PHASES)})")
     p.add_argument("--max-evaluations", type=int, default=20_000)
     p.add_argument("--max-time", type=float, default=150.0,
                    help="seconds; keeps `make demo` under three minutes (0 = no limit)")

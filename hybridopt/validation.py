@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from hybridopt.checks import field_error
 from hybridopt.config import GeneticConfig, GradientConfig, StallConfig
 from hybridopt.data import Data, model_input
+from hybridopt.phases import DEFAULT_PHASES
 from hybridopt.population.evaluate import resolve_device
 from hybridopt.population.size import LOW as AUTO_MIN
 from hybridopt.scoring import Scorer
@@ -45,7 +46,7 @@ def check_options(
     stall: StallConfig | None,
     population_size: int | str,
     device: str | torch.device,
-    phases: tuple[str, ...] = ("es", "genetic", "gradient"),
+    phases: tuple[str, ...] = DEFAULT_PHASES,
     model: nn.Module | None = None,
 ) -> torch.device:
     """Checks that need more than one config, or torch: run before any long work.
