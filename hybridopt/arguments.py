@@ -21,7 +21,7 @@ BACKENDS = ("auto", "vmap", "loop", "joblib", "ray")
 def check_arguments(*, model: Any, phases: Any, population_size: Any, episode_length: Any,
                     seed: Any, threads: Any, checkpoint_every: Any, checkpoint_dir: Any,
                     selection: Any, backend: Any, backend_options: Any, device: Any,
-                    configs: dict[str, Any]) -> tuple[Any, ...]:
+                    configs: dict[str, Any], precision: Any = "float32") -> tuple[Any, ...]:
     """Check :class:`~hybridopt.optimizer.HybridOptimizer`'s keyword arguments; returns the
     checked ``phases``.
 
@@ -47,7 +47,7 @@ def check_arguments(*, model: Any, phases: Any, population_size: Any, episode_le
     if backend in ("joblib", "ray"):
         from hybridopt.backends import check_backend_options
 
-        check_backend_options(backend, dict(backend_options or {}))
+        check_backend_options(backend, dict(backend_options or {}), precision)
     for name, cls in (("gradient", GradientConfig), ("genetic", GeneticConfig),
                       ("es", ESConfig), ("stall", StallConfig)):
         if configs[name] is not None and not isinstance(configs[name], cls):

@@ -219,7 +219,8 @@ def _check_backend(options: Mapping) -> None:
         raise ConfigError(f"[optimizer] backend_options must be a table; got {backend_options!r}.")
     if backend in NAMES:
         try:
-            check_backend_options(backend, dict(backend_options or {}))
+            check_backend_options(backend, dict(backend_options or {}),
+                                  options.get("precision", "float32"))
         except ValueError as err:
             raise ConfigError(f"[optimizer] {err}") from err
 

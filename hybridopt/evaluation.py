@@ -77,7 +77,8 @@ class Evaluation:
                     self.backend, model=self.scratch, score_fn=self.scorer.score_fn,
                     score_mode=self.scorer.mode, flat=self.flat, data=self.data,
                     address=self.address, device=self.device,
-                    chunk_size=self.evaluator.chunk_size, **self.options,
+                    chunk_size=self.evaluator.chunk_size,
+                    precision=self.evaluator.precision, **self.options,
                     objectives=None if self.scorer.n_objectives is None else self.scorer.names,
                 )
             batch = self.distributed.evaluate(population, self.bounds)

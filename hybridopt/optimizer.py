@@ -120,7 +120,7 @@ class HybridOptimizer:
             episode_length=episode_length, seed=seed, threads=threads,
             checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
             selection=selection, backend=backend, backend_options=backend_options,
-            device=device, configs=configs)
+            device=device, configs=configs, precision=precision)
         self.n = check_data(data, validation_data, episode_length)
 
         self.device = resolve_device(device)

@@ -277,3 +277,33 @@ def test_joblib_front_equals_in_process_loop(weights):
         assert [r["score"] for r in got.history] == [r["score"] for r in expected.history]
         assert [e["train"] for e in got.pareto_front] == [e["train"] for e in expected.pareto_front]
         assert len(got.pareto_front) >= 1
+
+
+# -- precision reaches the workers -------------------------------------------------------------
+
+
+def test_joblib_workers_evaluate_in_the_precision_asked_for():
+    model, data = mlp().eval(), make_bandit()
+    flat = FlatParams.from_module(model)
+    scorer = Scorer(np_hits)
+    scorer.mode = "per_sequence"
+    population = flat.vector(model) + 3.0 * torch.randn(
+        40, flat.dim, generator=torch.Generator().manual_seed(4))
+    want = {p: PopulationEvaluator(model, scorer, flat, method="loop", precision=p)
+            .evaluate(population, data).scores for p in ("float32", "bfloat16")}
+    assert not torch.equal(want["bfloat16"], want["float32"])  # the two can be told apart
+    for precision in ("float32", "bfloat16"):
+        with _make("joblib", n_jobs=2, method="loop", precision=precision) as backend:
+            assert torch.equal(backend.evaluate(population, None).scores, want[precision])
+
+
+def test_float16_on_cpu_workers_fails_before_they_start():
+    with pytest.raises(ValueError, match=r'"float16" needs CUDA.*backend = .joblib.'):
+        _make("joblib", n_jobs=2, precision="float16")
+    x, best = make_bandit()
+    for backend, options in (("joblib", {"n_jobs": 2}), ("ray", {"num_actors": 2})):
+        with pytest.raises(ValueError, match=rf"float16.*backend = .{backend}.: its workers run"):
+            HybridOptimizer(mlp(), np_hits, (x, best), backend=backend,
+                            backend_options=options, precision="float16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        _make("joblib", n_jobs=2, precision="fp8")

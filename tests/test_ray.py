@@ -104,6 +104,7 @@ def test_scores_equal_in_process_vmap(own_ray):
     info = backend.worker_info()
     assert [w["device"] for w in info] == ["cpu", "cpu"]
     assert [w["threads"] for w in info] == [1, 1]  # one torch thread per CPU of the actor
+    assert [w["precision"] for w in info] == ["float32", "float32"]
     assert set(backend.shipped) == {"conftest"}  # hit_rate's module, which workers lack
 
 
@@ -186,6 +187,19 @@ def test_unpicklable_shipped_code_is_a_clear_error(own_ray, tmp_path, monkeypatc
 def test_actor_threads_follow_cpus_per_actor(own_ray):
     with _backend(mlp().eval(), make_bandit(), num_actors=1, cpus_per_actor=2) as backend:
         assert backend.worker_info()[0]["threads"] == 2
+
+
+def test_actors_evaluate_in_the_precision_asked_for(own_ray):
+    model, data = mlp().eval(), make_bandit()
+    flat = FlatParams.from_module(model)
+    population = flat.vector(model) + 3.0 * torch.randn(
+        40, flat.dim, generator=torch.Generator().manual_seed(4))
+    want = {p: PopulationEvaluator(model, Scorer(hit_rate), flat, method="vmap", precision=p)
+            .evaluate(population, data).scores for p in ("float32", "bfloat16")}
+    assert not torch.equal(want["bfloat16"], want["float32"])  # the two can be told apart
+    with _backend(model, data, num_actors=1, method="vmap", precision="bfloat16") as backend:
+        assert backend.worker_info()[0]["precision"] == "bfloat16"
+        assert torch.equal(backend.evaluate(population, None).scores, want["bfloat16"])
 
 
 def _failing_score(actions, data):

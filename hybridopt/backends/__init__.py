@@ -38,24 +38,36 @@ class Backend(Protocol):
         """Release the workers."""
 
 
-def check_backend_options(name: str, options: dict) -> None:
-    """Check backend ``name``'s options without starting anything (Ray is not imported).
+def check_backend_options(name: str, options: dict, precision: str = "float32") -> None:
+    """Check backend ``name``'s options, and that its workers can evaluate in ``precision``,
+    without starting anything (Ray is not imported).
+
+    Joblib workers run on the CPU, Ray actors on the CPU unless ``gpus_per_actor`` is set:
+    "float16" needs CUDA, so it is refused there.
 
     Raises:
-        ValueError: if ``name`` or an option is unknown, or an option has a bad value.
+        ValueError: if ``name`` or an option is unknown, or an option has a bad value, or
+            the workers cannot run ``precision``.
     """
     from hybridopt.backends.local import parse_options
+    from hybridopt.population.precision import check_precision
 
     if name == "joblib":
         from hybridopt.backends.joblib_backend import JoblibOptions
 
         parse_options(name, JoblibOptions, options)
+        device = "cpu"
     elif name == "ray":
         from hybridopt.backends.ray_options import RayOptions
 
-        parse_options(name, RayOptions, options)
+        device = "cuda" if parse_options(name, RayOptions, options).gpus_per_actor else "cpu"
     else:
         raise ValueError(f"backend must be one of {NAMES}; got {name!r}.")
+    check_precision(precision, torch.device("cuda"))  # a known precision at all
+    try:
+        check_precision(precision, torch.device(device))
+    except ValueError as err:
+        raise ValueError(f"{err} (backend = {name!r}: its workers run on {device})") from err
 
 
 def make_backend(
@@ -70,6 +82,7 @@ def make_backend(
     device: str | torch.device = "cpu",
     chunk_size: int | None = None,
     objectives: Sequence[str] | int | None = None,
+    precision: str = "float32",
     **options: Any,
 ) -> Backend:
     """Start the workers of backend ``name`` and return it.
@@ -89,6 +102,9 @@ def make_backend(
             objectives=objectives)`` and the batches carry ``objectives [P, M]``. Their
             ``scores`` are the mean of the objectives; re-scalarise on the driver if its
             scorer has weights.
+        precision: what every worker's evaluator runs its forward passes in (see
+            :class:`~hybridopt.population.evaluate.PopulationEvaluator`; "auto": each worker
+            measures and chooses for itself).
         **options: the backend's options, see
             :class:`~hybridopt.backends.ray_backend.RayOptions` and
             :class:`~hybridopt.backends.joblib_backend.JoblibOptions`.
@@ -98,7 +114,8 @@ def make_backend(
 
     Raises:
         ValueError: if ``name`` or an option is unknown, or an option has a bad value, or
-            ``objectives`` is not None, an int >= 1 or distinct names.
+            ``objectives`` is not None, an int >= 1 or distinct names, or the workers cannot
+            run ``precision``.
 
     Example:
         >>> backend = make_backend("joblib", model=model, score_fn=score, score_mode="vmap",
@@ -109,9 +126,11 @@ def make_backend(
     from hybridopt.objectives import parse_objectives
 
     m, names = parse_objectives(objectives)  # checked here, before any worker starts
+    check_backend_options(name, options, precision)
     common = dict(
         model=model, score_fn=score_fn, score_mode=score_mode, flat=flat, data=data,
         chunk_size=chunk_size, objectives=names if names is not None else m,
+        precision=precision,
     )
     if name == "joblib":
         from hybridopt.backends.joblib_backend import JoblibBackend

@@ -91,6 +91,7 @@ class JoblibBackend:
         chunk_size: individuals per vmap call (None: sized from memory).
         objectives: None, or the objective names (or their number M) the workers' scorers
             use; the batches then carry ``objectives [P, M]``.
+        precision: the workers' forward passes (``WorkerSpec.precision``).
         **options: fields of :class:`JoblibOptions`.
 
     Raises:
@@ -98,7 +99,7 @@ class JoblibBackend:
     """
 
     def __init__(self, *, model, score_fn, score_mode, flat, data, chunk_size=None,
-                 objectives=None, **options):
+                 objectives=None, precision="float32", **options):
         self.options = parse_options("joblib", JoblibOptions, options)
         from joblib.externals.loky import ProcessPoolExecutor
 
@@ -108,6 +109,7 @@ class JoblibBackend:
         spec = WorkerSpec(
             model=cpu_model(model), score_fn=score_fn, score_mode=score_mode, flat=flat,
             method=self.options.method, chunk_size=chunk_size, objectives=objectives,
+            precision=precision,
         )
         self._executor = ProcessPoolExecutor(
             max_workers=workers, initializer=_init_worker,

@@ -47,6 +47,8 @@ class WorkerSpec:
         chunk_size: individuals per vmap call; None sizes chunks from memory.
         objectives: None (one score), or the driver scorer's objective names (or their
             number M): the worker's scorer is ``Scorer(score_fn, objectives=objectives)``.
+        precision: the worker's forward passes: "float32", "bfloat16", "float16" (CUDA) or
+            "auto" (the worker measures and chooses for itself).
     """
 
     model: nn.Module
@@ -56,6 +58,7 @@ class WorkerSpec:
     method: str = "vmap"
     chunk_size: int | None = None
     objectives: tuple[str, ...] | int | None = None
+    precision: str = "float32"
 
 
 class ShardScores(NamedTuple):
@@ -98,7 +101,7 @@ class Worker:
         scorer.mode = spec.score_mode  # chosen and checked on the driver already
         self.evaluator = PopulationEvaluator(
             spec.model, scorer, spec.flat, method=spec.method, device=self.device,
-            chunk_size=spec.chunk_size,
+            chunk_size=spec.chunk_size, precision=spec.precision,
         )
         self.data = data_to(data, self.device)
 
@@ -112,8 +115,9 @@ class Worker:
         return ShardScores(batch.scores.cpu(), batch.finite.cpu(), observed, objectives)
 
     def info(self) -> dict:
-        """Where this worker runs: process id, host name and device."""
-        return {"pid": os.getpid(), "host": socket.gethostname(), "device": str(self.device)}
+        """Where this worker runs: process id, host name, device and precision."""
+        return {"pid": os.getpid(), "host": socket.gethostname(), "device": str(self.device),
+                "precision": self.evaluator.precision}
 
 
 def cpu_model(model: nn.Module) -> nn.Module:

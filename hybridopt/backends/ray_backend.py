@@ -68,7 +68,8 @@ class RayWorker(Worker):
         super().__init__(spec, data, device, num_threads)
 
     def info(self) -> dict:
-        """Where this actor runs: process id, host, node IP address, device, torch threads."""
+        """Where this actor runs: process id, host, node IP address, device, precision, torch
+        threads."""
         import ray
 
         return {**super().info(), "node_ip": ray.util.get_node_ip_address(),
@@ -109,6 +110,7 @@ class RayBackend:
         chunk_size: individuals per vmap call (None: sized from memory).
         objectives: None, or the objective names (or their number M) the workers' scorers
             use; the batches then carry ``objectives [P, M]``.
+        precision: the workers' forward passes (``WorkerSpec.precision``).
         **options: fields of :class:`RayOptions`.
 
     Raises:
@@ -123,7 +125,7 @@ class RayBackend:
 
     def __init__(
         self, *, model, score_fn, score_mode, flat, data, address=None, chunk_size=None,
-        objectives=None, **options,
+        objectives=None, precision="float32", **options,
     ) -> None:
         self.options = opts = parse_options("ray", RayOptions, options)
         import ray
@@ -143,6 +145,7 @@ class RayBackend:
             spec = WorkerSpec(
                 model=cpu_model(model), score_fn=score_fn, score_mode=score_mode, flat=flat,
                 method=opts.method, chunk_size=chunk_size, objectives=objectives,
+                precision=precision,
             )
             data = data_to(data, "cpu")
             with shipped_by_value(spec, type(data), enabled=opts.ship_code) as self.shipped:
