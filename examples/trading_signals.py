@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 import hybridopt as ho
-from hybridopt.phases import DEFAULT_PHASES
 from hybridopt.tasks.trading import (
     TradingSignalModel,
     make_trading_data,
@@ -32,9 +31,9 @@ from hybridopt.tasks.trading import (
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--phases", default=",".join(DEFAULT_PHASES),
-                   help="comma-separated phases, the first starts (default: the library's, "
-                        f"{','.join(DEFAULT_PHASES)})")
+    p.add_argument("--phases", default="auto",
+                   help='comma-separated phases, the first starts (default "auto": the '
+                        "library's choice, es,genetic,gradient with episodes)")
     p.add_argument("--max-evaluations", type=int, default=20_000)
     p.add_argument("--max-time", type=float, default=150.0,
                    help="seconds; keeps `make demo` under three minutes (0 = no limit)")
@@ -70,7 +69,7 @@ def main(argv=None) -> dict:
         trading_score,
         data=train,
         validation_data=valid,
-        phases=tuple(args.phases.split(",")),
+        phases="auto" if args.phases == "auto" else tuple(args.phases.split(",")),
         population_size=(args.population_size if args.population_size == "auto"
                          else int(args.population_size)),
         episode_length=args.episode_length or None,
@@ -87,7 +86,7 @@ def main(argv=None) -> dict:
     heuristic = {name: score(momentum_heuristic(d), d) for name, d in splits.items()}
 
     print(f"\nhybridopt on the synthetic trading task ({time.perf_counter() - t0:.0f} s, "
-          f"{result.evaluations} evaluations, phases {args.phases})")
+          f"{result.evaluations} evaluations, phases {','.join(opt.phases)})")
     print(f"{'policy':<28}{'train':>8}{'valid':>8}{'held-out':>10}")
     print(f"{'random (expected)':<28}{0.0:>8.1f}{0.0:>8.1f}{0.0:>10.1f}")
     for name, s in (("momentum heuristic", heuristic), ("model at start", start),

@@ -18,7 +18,7 @@ from hybridopt.controller import Controller
 from hybridopt.data import Data, check_like, data_to, model_input, slice_data
 from hybridopt.evaluation import IN_PROCESS, Evaluation
 from hybridopt.outputs import resolve_outputs
-from hybridopt.phases import DEFAULT_PHASES, build_phases
+from hybridopt.phases import build_phases, default_phases
 from hybridopt.population.evaluate import PopulationEvaluator, resolve_device
 from hybridopt.population.flat import FlatParams
 from hybridopt.result import FitResult
@@ -32,8 +32,8 @@ from hybridopt.validation import check_model_and_score
 class HybridOptimizer:
     """Maximise a non-differentiable score of a model's discrete actions.
 
-    Alternates search phases (by default SNES, a genetic algorithm and a policy-gradient
-    learner over the flat weights, populations evaluated in vectorised batches), switching
+    Alternates search phases (by default a policy-gradient learner, SNES and a genetic
+    algorithm over the flat weights, populations evaluated in vectorised batches), switching
     when progress stalls.
 
     Args:
@@ -45,7 +45,10 @@ class HybridOptimizer:
             input is the tensor, ``data[0]`` or ``data["x"]``.
         phases: built-in phase names ("gradient", "genetic", "es") or phase objects
             (:class:`hybridopt.phases.base.Phase`), in order; the first starts. Default
-            ``("es", "genetic", "gradient")``, chosen by measurement (README).
+            "auto", chosen by measurement (README): ``("gradient", "es", "genetic")`` when every
+            step sees the whole data (no ``episode_length``) and there is one score,
+            ``("es", "genetic", "gradient")`` with episodes or several ``objectives``
+            (:func:`hybridopt.phases.default_phases`).
         population_size: individuals per generation of the genetic phase; "auto" sizes it
             from the dimension and the first ``fit``'s budget
             (:func:`hybridopt.population.size.auto_population_size`).
@@ -90,7 +93,7 @@ class HybridOptimizer:
         score_fn: Callable[..., Any],
         data: Data,
         *,
-        phases: tuple[Any, ...] = DEFAULT_PHASES,
+        phases: tuple[Any, ...] | str = "auto",
         population_size: int | str = "auto",
         episode_length: int | None = None,
         validation_data: Data | None = None,
@@ -115,6 +118,8 @@ class HybridOptimizer:
         select: Callable[[list[dict]], int] | None = None,
     ) -> None:
         configs = dict(gradient=gradient, genetic=genetic, es=es, stall=stall)
+        if isinstance(phases, str) and phases == "auto":
+            phases = default_phases(episode_length, objectives)
         self.phases = check_arguments(
             model=model, phases=phases, population_size=population_size,
             episode_length=episode_length, seed=seed, threads=threads,

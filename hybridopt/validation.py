@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from hybridopt.checks import field_error
 from hybridopt.config import GeneticConfig, GradientConfig, StallConfig
 from hybridopt.data import Data, model_input
-from hybridopt.phases import DEFAULT_PHASES
+from hybridopt.phases import BUILT_IN
 from hybridopt.population.evaluate import resolve_device
 from hybridopt.population.size import LOW as AUTO_MIN
 from hybridopt.scoring import Scorer
@@ -46,7 +46,7 @@ def check_options(
     stall: StallConfig | None,
     population_size: int | str,
     device: str | torch.device,
-    phases: tuple[str, ...] = DEFAULT_PHASES,
+    phases: tuple[str, ...] = tuple(BUILT_IN),
     model: nn.Module | None = None,
 ) -> torch.device:
     """Checks that need more than one config, or torch: run before any long work.
@@ -62,7 +62,8 @@ def check_options(
         population_size: P; when it is not an int yet (``"auto"``), the relations with it are
             left to whoever resolves it.
         device: the ``device`` option.
-        phases: the phases that will run; the genetic relations apply only when it is one.
+        phases: the phases that will run; the genetic relations apply only when it is one
+            (default: every built-in phase).
         model: if given, the scratch parameters mirror the shapes and dtypes of its trainable
             parameters (so an optimiser factory sees the list it will get); else one scratch
             parameter.

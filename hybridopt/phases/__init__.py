@@ -19,11 +19,27 @@ BUILT_IN = {
     "es": ("hybridopt.phases.es", "ESPhase", "es"),
 }
 
-# The default cycle, as measured (benchmarks/hybrid_vs_pure.py, README "Does switching pay
-# off?"): SNES first (steady on small budgets), then the GA, then REINFORCE from the best.
-DEFAULT_PHASES = ("es", "genetic", "gradient")
+# The cycles phases="auto" runs, as measured (benchmarks/hybrid_vs_pure.py and compare.py,
+# README "Does switching pay off?"). Every step sees the whole training data: REINFORCE first
+# (its gradient is that of the score on all rows; the slow finisher that wins there), then
+# SNES, then the GA. Steps see random episodes: SNES first (each generation compares its
+# samples on one episode, where REINFORCE's steps chase each episode's noise), then the GA,
+# then REINFORCE from the best. With several objectives SNES first as well: a first REINFORCE
+# visit on one scalarisation ends with a model that dominates the archive on the training data
+# (front of 1-2 models), where SNES first leaves NSGA-II a spread to work on.
+FIXED_DATA_PHASES = ("gradient", "es", "genetic")
+EPISODE_PHASES = ("es", "genetic", "gradient")
 
-__all__ = ["BUILT_IN", "DEFAULT_PHASES", "Phase", "PhaseContext", "build_phases", "validate_phases"]
+__all__ = ["BUILT_IN", "EPISODE_PHASES", "FIXED_DATA_PHASES", "Phase", "PhaseContext",
+           "build_phases", "default_phases", "validate_phases"]
+
+
+def default_phases(episode_length: int | None, objectives: Any = None) -> tuple[str, ...]:
+    """The phases ``phases="auto"`` runs: :data:`FIXED_DATA_PHASES` when every step sees the
+    whole training data (``episode_length`` None) and there is one score (``objectives``
+    None), else :data:`EPISODE_PHASES`."""
+    fixed = episode_length is None and objectives is None
+    return FIXED_DATA_PHASES if fixed else EPISODE_PHASES
 
 
 def validate_phases(phases: Any) -> tuple[Any, ...]:
