@@ -9,7 +9,7 @@ once, all maximised (:func:`hybridopt.tasks.trading.trading_objectives`):
 - ``operation_rate``: the fraction of rows on which it trades.
 
 The genetic phase selects by NSGA-II (Pareto rank, then crowding distance) and keeps a Pareto
-archive; the gradient phase maximises a weighted sum of the two, with other weights on each
+archive; SNES and the gradient phase maximise a weighted sum of the two, with other weights on each
 visit, so that visits spread along the front. The result is the front itself: one model per
 trade-off, none beaten on both objectives by another. The script prints it as a table, with
 each front model's objectives on the held-out split (never used for training or selection),
@@ -44,8 +44,9 @@ REFERENCE = (0.0, 0.0)  # the hypervolume's reference point: both objectives liv
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--phases", default="gradient,genetic",
-                   help="comma-separated phases, the first starts (default: gradient,genetic)")
+    p.add_argument("--phases", default="auto",
+                   help='comma-separated phases, the first starts (default "auto": the '
+                        "library's choice, es,genetic,gradient with several objectives)")
     p.add_argument("--max-evaluations", type=int, default=10_000)
     p.add_argument("--max-time", type=float, default=150.0, help="seconds (0 = no limit)")
     p.add_argument("--population-size", default="auto",
@@ -97,7 +98,7 @@ def main(argv=None) -> dict:
         data=train,
         validation_data=valid,
         objectives=OBJECTIVES,
-        phases=tuple(args.phases.split(",")),
+        phases="auto" if args.phases == "auto" else tuple(args.phases.split(",")),
         population_size=args.population_size,
         episode_length=args.episode_length or None,
         seed=args.seed,
@@ -110,7 +111,7 @@ def main(argv=None) -> dict:
     heldout = result.score_front(opt.model, trading_objectives, test)
 
     print(f"\nPareto front of {', '.join(OBJECTIVES)} on the synthetic trading task "
-          f"({wall:.0f} s, {result.evaluations} evaluations, phases {args.phases}): "
+          f"({wall:.0f} s, {result.evaluations} evaluations, phases {','.join(opt.phases)}): "
           f"{len(front)} models, best success rate first")
     print(format_front(front, OBJECTIVES))
     print("\nthe same models on the held-out split (never used for training or selection):")
