@@ -60,7 +60,8 @@ def validate_phases(phases: Any) -> tuple[Any, ...]:
             if p not in BUILT_IN:
                 raise ValueError(
                     f"phases: unknown phase {p!r}; built-in phases are {tuple(BUILT_IN)} "
-                    f"(or pass a phase object); got phases = {phases!r}."
+                    f"(or pass a phase object, or phases=\"auto\" for the measured default); "
+                    f"got phases = {phases!r}."
                 )
             names.append(p)
         else:
