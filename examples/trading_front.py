@@ -9,11 +9,12 @@ once, all maximised (:func:`hybridopt.tasks.trading.trading_objectives`):
 - ``operation_rate``: the fraction of rows on which it trades.
 
 The genetic phase selects by NSGA-II (Pareto rank, then crowding distance) and keeps a Pareto
-archive; SNES and the gradient phase maximise a weighted sum of the two, with other weights on each
-visit, so that visits spread along the front. The result is the front itself: one model per
-trade-off, none beaten on both objectives by another. The script prints it as a table, with
-each front model's objectives on the held-out split (never used for training or selection),
-and writes the run folder (``front.csv``, ``front.png``, ``front_models.pt``, ...).
+archive; SNES (and the gradient phase, where it runs) maximises a weighted sum of the two, with
+other weights on each visit, so that visits spread along the front. The result is the front
+itself: one model per trade-off, none beaten on both objectives by another. The script prints
+it as a table, with each front model's objectives on the held-out split (never used for
+training or selection), and writes the run folder (``front.csv``, ``front.png``,
+``front_models.pt``, ...).
 
 Run:  python examples/trading_front.py                      (~2 minutes on 2 cores)
       python examples/trading_front.py --max-evaluations 3000 --max-time 0
@@ -46,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--phases", default="auto",
                    help='comma-separated phases, the first starts (default "auto": the '
-                        "library's choice, es,genetic,gradient with several objectives)")
+                        "library's choice, es,genetic with several objectives)")
     p.add_argument("--max-evaluations", type=int, default=10_000)
     p.add_argument("--max-time", type=float, default=150.0, help="seconds (0 = no limit)")
     p.add_argument("--population-size", default="auto",

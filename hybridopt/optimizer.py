@@ -46,8 +46,8 @@ class HybridOptimizer:
         phases: built-in phase names ("gradient", "genetic", "es") or phase objects
             (:class:`hybridopt.phases.base.Phase`), in order; the first starts. Default
             "auto", chosen by measurement (README): ``("gradient", "es", "genetic")`` when every
-            step sees the whole data (no ``episode_length``) and there is one score,
-            ``("es", "genetic", "gradient")`` with episodes or several ``objectives``
+            step sees the whole data (no ``episode_length``), ``("es", "genetic",
+            "gradient")`` with episodes, ``("es", "genetic")`` with several ``objectives``
             (:func:`hybridopt.phases.default_phases`).
         population_size: individuals per generation of the genetic phase; "auto" sizes it
             from the dimension and the first ``fit``'s budget

@@ -21,13 +21,12 @@ ROOT = Path(__file__).parents[1]
 CONFIG = ROOT / "examples" / "trading_front.toml"
 NAMES = ("success_rate", "operation_rate")
 PNG = b"\x89PNG\r\n\x1a\n"
-# The example config made tiny: small model and data, a few gradient steps, then NSGA-II
+# The example config made tiny: small model and data, a few SNES generations, then NSGA-II
 TINY = [
     "task.model_kwargs={ hidden_size = 4, linear_size = 4 }",
     "task.data_kwargs={ n_steps = 600, window = 8, seed = 0 }",
     "optimizer.population_size=8",
-    "gradient.samples=4",
-    "gradient.max_steps=3",
+    "es.max_generations=3",
     "stall.patience=2",
     "fit.max_evaluations=120",
 ]

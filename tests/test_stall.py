@@ -346,7 +346,7 @@ def test_plateau_task_hybrid_escapes_where_the_gradient_cannot():
 
 
 def test_auto_phases_follow_the_episodes_and_leave_flat_phases_early_on_the_plateau():
-    from hybridopt.phases import EPISODE_PHASES, FIXED_DATA_PHASES
+    from hybridopt.phases import EPISODE_PHASES, FIXED_DATA_PHASES, OBJECTIVES_PHASES
     from hybridopt.tasks.plateau import PlateauMLP, make_plateau_data, plateau_score
 
     d = make_plateau_data(seed=0)
@@ -356,7 +356,7 @@ def test_auto_phases_follow_the_episodes_and_leave_flat_phases_early_on_the_plat
     assert with_episodes.phases == EPISODE_PHASES == ("es", "genetic", "gradient")
     two = ho.HybridOptimizer(PlateauMLP(), lambda a, data: (plateau_score(a, data), 0.0),
                              data=d["train"], objectives=2, seed=1)
-    assert two.phases == EPISODE_PHASES  # several objectives: SNES first as well
+    assert two.phases == OBJECTIVES_PHASES == ("es", "genetic")  # SNES, then NSGA-II
     torch.manual_seed(1)
     opt = ho.HybridOptimizer(PlateauMLP(), plateau_score, data=d["train"], seed=1)
     assert opt.phases == FIXED_DATA_PHASES == ("gradient", "es", "genetic")
