@@ -27,10 +27,10 @@ def np_hits(actions, data):
     return float(sum(int(u == v) for u, v in zip(a.tolist(), best.tolist())) / len(a))
 
 
-def _population(model, p, seed=0):
+def _population(model, p, seed=0, scale=0.3):
     flat = FlatParams.from_module(model)
     noise = torch.randn(p, flat.dim, generator=torch.Generator().manual_seed(seed))
-    return flat.vector(model) + 0.3 * noise
+    return flat.vector(model) + scale * noise
 
 
 def _fit(backend: str):
@@ -287,8 +287,7 @@ def test_joblib_workers_evaluate_in_the_precision_asked_for():
     flat = FlatParams.from_module(model)
     scorer = Scorer(np_hits)
     scorer.mode = "per_sequence"
-    population = flat.vector(model) + 3.0 * torch.randn(
-        40, flat.dim, generator=torch.Generator().manual_seed(4))
+    population = _population(model, 40, seed=4, scale=3.0)
     want = {p: PopulationEvaluator(model, scorer, flat, method="loop", precision=p)
             .evaluate(population, data).scores for p in ("float32", "bfloat16")}
     assert not torch.equal(want["bfloat16"], want["float32"])  # the two can be told apart

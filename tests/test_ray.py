@@ -36,10 +36,10 @@ def _backend(model, data, score_fn=hit_rate, mode="batched", **options):
     )
 
 
-def _population(model, p, seed=0):
+def _population(model, p, seed=0, scale=0.3):
     flat = FlatParams.from_module(model)
     noise = torch.randn(p, flat.dim, generator=torch.Generator().manual_seed(seed))
-    return flat.vector(model) + 0.3 * noise
+    return flat.vector(model) + scale * noise
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +192,7 @@ def test_actor_threads_follow_cpus_per_actor(own_ray):
 def test_actors_evaluate_in_the_precision_asked_for(own_ray):
     model, data = mlp().eval(), make_bandit()
     flat = FlatParams.from_module(model)
-    population = flat.vector(model) + 3.0 * torch.randn(
-        40, flat.dim, generator=torch.Generator().manual_seed(4))
+    population = _population(model, 40, seed=4, scale=3.0)
     want = {p: PopulationEvaluator(model, Scorer(hit_rate), flat, method="vmap", precision=p)
             .evaluate(population, data).scores for p in ("float32", "bfloat16")}
     assert not torch.equal(want["bfloat16"], want["float32"])  # the two can be told apart
