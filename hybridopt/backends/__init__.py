@@ -126,7 +126,7 @@ def make_backend(
     from hybridopt.objectives import parse_objectives
 
     m, names = parse_objectives(objectives)  # checked here, before any worker starts
-    check_backend_options(name, options, precision)
+    check_backend_options(name, options, precision)  # also the name: joblib or ray from here
     common = dict(
         model=model, score_fn=score_fn, score_mode=score_mode, flat=flat, data=data,
         chunk_size=chunk_size, objectives=names if names is not None else m,
@@ -136,8 +136,6 @@ def make_backend(
         from hybridopt.backends.joblib_backend import JoblibBackend
 
         return JoblibBackend(**common, **options)
-    if name == "ray":
-        from hybridopt.backends.ray_backend import RayBackend
+    from hybridopt.backends.ray_backend import RayBackend
 
-        return RayBackend(**common, address=address, **options)
-    raise ValueError(f"backend must be one of {NAMES}; got {name!r}.")
+    return RayBackend(**common, address=address, **options)
