@@ -139,6 +139,47 @@ def test_generations_keep_elites_and_improve():
     assert len(state.logbook) == 31 and state.logbook[0]["evals"] == 12
 
 
+def test_crossovers_write_through_the_pair_views_of_one_offspring_tensor():
+    # The phase crosses rows (0, 1), (2, 3), ... as two strided views of one tensor
+    for cross, kw in ((cx_blend, {"alpha": 0.3}), (cx_uniform, {"swap_prob": 0.5})):
+        offspring = torch.randn(10, 7, generator=gen(1))
+        before = offspring.clone()
+        a, b = offspring[0::2], offspring[1::2]
+        ca, cb = cross(a, b, prob=1.0, generator=gen(2), **kw)
+        assert torch.equal(offspring[0::2], ca) and torch.equal(offspring[1::2], cb)
+        assert not torch.equal(offspring, before)
+        assert torch.allclose(offspring[0::2] + offspring[1::2], before[0::2] + before[1::2],
+                              atol=1e-6)
+
+
+def test_gaussian_mutation_adds_every_draw_of_a_gene_drawn_twice():
+    # 3 draws with replacement over 3 genes per row: some genes get two noises, and both count
+    x = torch.zeros(8, 3)
+    y = mut_gaussian(x.clone(), torch.ones(3), prob=1.0, gene_prob=1.0, generator=gen(3))
+    g = gen(3)
+    torch.rand(8, generator=g)
+    cols = torch.randint(3, (8, 3), generator=g)
+    noise = torch.randn(8, 3, generator=g)
+    assert (cols.sort(1).values.diff(dim=1) == 0).any()  # a gene drawn twice
+    expected = torch.zeros(8, 3).index_put_(
+        (torch.arange(8).unsqueeze(1).expand_as(cols), cols), noise, accumulate=True)
+    assert torch.equal(y, expected)
+
+
+def test_later_generations_never_change_weights_the_phase_handed_out():
+    # The phase reuses the storage of the generation before last: what it handed out (the
+    # hall of fame's weights, a clone of the candidate) must not move with it
+    phase, _, w = _phase(p=10, fixed_data=False)
+    state, _ = phase.step(phase.init(w), None)
+    handed = []
+    for _ in range(6):
+        state, _ = phase.step(state, None)
+        handed += [(m.weights, m.weights.clone()) for m in state.hall_of_fame]
+        weights, _ = phase.candidate(state)
+        handed.append((weights.clone(), weights.clone()))
+    assert all(torch.equal(kept, copy) for kept, copy in handed)
+
+
 def test_episodes_re_evaluate_everyone():
     phase, _, w = _phase(fixed_data=False)
     state, _ = phase.step(phase.init(w), None)

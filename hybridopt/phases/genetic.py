@@ -83,6 +83,7 @@ class GeneticPhase:
             self.toolbox.register("mutate", mut_gaussian, prob=config.mutation_prob,
                                   gene_prob=config.gene_mutation_prob)
         self.exchange = Exchange(config)
+        self._spare: Tensor | None = None  # the generation before last's [P, D], reused
 
     def bind(self, context: PhaseContext) -> None:
         """Take the layout, the population evaluator and the generator from the optimiser."""
@@ -121,6 +122,7 @@ class GeneticPhase:
         ).to(weights)
         population = torch.cat([kept, weights + spreads[:, None] * scale * noise.to(weights)])
         seed = int(torch.randint(2**31 - 1, (1,), generator=self.generator))
+        self._spare = None
         return GeneticState(
             population=population,
             scores=torch.full((p,), -math.inf, dtype=torch.float64),
@@ -152,7 +154,9 @@ class GeneticPhase:
         todo = (~state.evaluated).nonzero().squeeze(1)
         nonfinite = 0
         if todo.numel():
-            batch = self.evaluate(state.population[todo], episode)
+            rows = state.population if len(todo) == len(state.population) else (
+                state.population[todo])
+            batch = self.evaluate(rows, episode)
             scores = torch.where(batch.finite, batch.scores, -math.inf)
             state.scores[todo] = scores.to(state.scores.dtype)
             state.evaluated[todo] = True
@@ -316,7 +320,7 @@ class GeneticPhase:
 
         # Next population: elites on top, the selected parents' copies below, written in place
         population = state.population
-        new = torch.empty_like(population)
+        new = self._buffer(population)
         new[:n_elite] = population[elites.to(population.device)]
         offspring = new[n_elite:]
         torch.index_select(population, 0, parents.to(population.device), out=offspring)
@@ -330,7 +334,7 @@ class GeneticPhase:
         )
         kept = elites.cpu()
         carried = torch.where(unchanged, state.scores[parents], -math.inf)
-        state.population = new
+        state.population, self._spare = new, population
         state.scores = torch.cat([state.scores[kept], carried.to(state.scores.dtype)])
         state.evaluated = torch.cat([state.evaluated[kept], unchanged & state.evaluated[parents]])
         state.uids = torch.cat([state.uids[kept], uids])
@@ -339,6 +343,17 @@ class GeneticPhase:
                                            -math.inf)
         state.next_uid += len(parents)
         return state
+
+    def _buffer(self, population: Tensor) -> Tensor:
+        """Storage for the next generation: the one before last's when it fits (nothing holds
+        it: candidates and the hall of fame keep copies), else a new tensor. A new tensor of
+        P x D costs a page fault per page, which at D=100k took longer than the variation."""
+        spare = self._spare
+        if (spare is not None and spare.shape == population.shape
+                and spare.dtype == population.dtype and spare.device == population.device
+                and spare.data_ptr() != population.data_ptr()):
+            return spare
+        return torch.empty_like(population)
 
     def _variation(self, offspring: Tensor, scale: Tensor, uids: Tensor) -> Tensor:
         """Crossover of consecutive pairs, then mutation, in place (operators may also return

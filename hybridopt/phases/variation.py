@@ -30,12 +30,17 @@ def cx_blend(a: Tensor, b: Tensor, alpha: float, prob: float, generator: torch.G
         touched[idx] = True
     if idx.numel() == 0:
         return a, b
-    pa, pb = a[idx], b[idx]
+    # Three [k, D] buffers, reused in place: a fresh large tensor costs a page fault per page,
+    # which at D=100k took longer than the arithmetic. Same operations, same bits, as
+    # a' = pa + (pb - pa) * gamma and b' = pb - (pb - pa) * gamma.
+    pa = a.index_select(0, idx)
     gamma = torch.rand(len(idx), d, generator=generator, device=a.device)
     gamma = gamma.mul_(1 + 2 * alpha).sub_(alpha)
-    diff = (pb - pa).mul_(gamma)
-    a[idx] = pa + diff
-    b[idx] = pb - diff
+    work = b.index_select(0, idx)
+    diff = gamma.mul_(work.sub_(pa))
+    torch.index_select(b, 0, idx, out=work)
+    a.index_copy_(0, idx, pa.add_(diff))
+    b.index_copy_(0, idx, work.sub_(diff))
     return a, b
 
 
@@ -50,12 +55,12 @@ def cx_uniform(a: Tensor, b: Tensor, swap_prob: float, prob: float, generator: t
     idx = (torch.rand(m, generator=generator, device=a.device) < prob).nonzero().squeeze(1)
     if idx.numel() == 0:
         return a, b
-    pa, pb = a[idx], b[idx]
+    pa, pb = a.index_select(0, idx), b.index_select(0, idx)
     swap = torch.rand(len(idx), d, generator=generator, device=a.device) < swap_prob
     if touched is not None:
         touched[idx] = (swap & (pa != pb)).any(1)
-    a[idx] = torch.where(swap, pb, pa)
-    b[idx] = torch.where(swap, pa, pb)
+    b.index_copy_(0, idx, torch.where(swap, pa, pb))
+    a.index_copy_(0, idx, torch.where(swap, pb, pa, out=pa))  # in place: one tensor fewer
     return a, b
 
 
@@ -75,8 +80,11 @@ def mut_gaussian(
         touched[mutated] = True
     cols = torch.randint(d, (len(mutated), genes), generator=generator, device=x.device)
     noise = torch.randn(len(mutated), genes, generator=generator, device=x.device) * scale[cols]
-    rows = mutated.unsqueeze(1).expand_as(cols)
-    return x.index_put_((rows, cols), noise.to(x.dtype), accumulate=True)
+    # One flat index per draw: index_add_ on the flattened rows adds in the same order as
+    # index_put_(accumulate=True) with (row, column) pairs, in about half the time
+    flat_index = cols.add_(mutated.unsqueeze(1) * d).view(-1)
+    x.view(-1).index_add_(0, flat_index, noise.to(x.dtype).view(-1))
+    return x
 
 
 def tensor_scales(flat: FlatParams, weights: Tensor) -> Tensor:
