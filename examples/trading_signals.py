@@ -7,7 +7,8 @@ hybridopt alternates policy-gradient steps and a genetic population, switching w
 and keeps the weights that score best on the training and validation rows together. The test
 split is never used for training or selection: it is the held-out score.
 
-Run:  python examples/trading_signals.py            (the `make demo` default, ~2 minutes)
+Run:  python examples/trading_signals.py            (the `make demo` default: 60,000
+                                                     evaluations, about a minute)
       python examples/trading_signals.py --phases gradient --max-evaluations 5000
 """
 
@@ -34,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--phases", default="auto",
                    help='comma-separated phases, the first starts (default "auto": the '
                         "library's choice, es,genetic,gradient with episodes)")
-    p.add_argument("--max-evaluations", type=int, default=20_000)
+    p.add_argument("--max-evaluations", type=int, default=60_000)
     p.add_argument("--max-time", type=float, default=150.0,
                    help="seconds; keeps `make demo` under three minutes (0 = no limit)")
     p.add_argument("--population-size", default="auto",
