@@ -95,6 +95,19 @@ def test_vmap_and_loop_agree(name):
     assert torch.equal(vm.evaluate(population, data).scores, lp.evaluate(population, data).scores)
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", ["mlp", "lstm", "three_items"])
+def test_loop_actions_are_the_argmax_of_the_loop_logits(name, precision):
+    # The loop takes each individual's argmax without stacking its logits: the same actions
+    torch.manual_seed(1)
+    model = MODELS[name]()
+    x = torch.randn(64, 5, 3)
+    flat, population = population_for(model, p=70, seed=2)  # two loop chunks
+    lp = PopulationEvaluator(model, Scorer(agreement), flat, method="loop", precision=precision)
+    expected = lp.logits_loop(population, x).argmax(-1)
+    assert torch.equal(lp.actions(population, {"x": x}), expected)
+
+
 def test_vmap_chunks_agree_with_one_chunk():
     torch.manual_seed(0)
     model = MODELS["lstm"]()

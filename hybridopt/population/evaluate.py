@@ -232,6 +232,23 @@ class PopulationEvaluator:
                 outputs.append(model(inputs))
         return torch.stack(outputs).float()
 
+    def _actions_loop(self, population: Tensor, x: Tensor, precision: str | None) -> Tensor:
+        """Argmax actions of every individual, one forward each: like ``logits_loop(...)
+        .argmax(-1)``, the same actions (a float32 copy of reduced-precision logits changes no
+        comparison), without stacking and converting the logits. The chunk is cast to the
+        model's dtype once instead of tensor by tensor."""
+        precision, mode, dtype = self._setup(precision)
+        model, inputs = self._model("loop", dtype), _cast(x, dtype)
+        dtypes = {p.dtype for p in model.parameters()}
+        actions = []
+        with torch.no_grad(), forward_context(precision, mode, self.device):
+            if len(dtypes) == 1:  # a model of mixed dtypes gets each tensor's own cast
+                population = population.to(dtypes.pop())
+            for weights in population:
+                self.flat.load(model, weights)
+                actions.append(model(inputs).argmax(-1))
+        return torch.stack(actions)
+
     def actions(
         self, population: Tensor, data: Data, method: str | None = None,
         precision: str | None = None,
@@ -246,12 +263,10 @@ class PopulationEvaluator:
         x = model_input(data)
         population = population.to(self.device)
         if method == "vmap":
-            logits, step = self.logits_vmap, self._chunk(x)
-        else:
-            logits, step = self.logits_loop, LOOP_CHUNK
-        return torch.cat(
-            [logits(part, x, precision).argmax(-1) for part in population.split(step)]
-        )
+            return torch.cat([self.logits_vmap(part, x, precision).argmax(-1)
+                              for part in population.split(self._chunk(x))])
+        return torch.cat([self._actions_loop(part, x, precision)
+                          for part in population.split(LOOP_CHUNK)])
 
     # -- scores ------------------------------------------------------------------------------
 
