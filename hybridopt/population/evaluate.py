@@ -19,6 +19,7 @@ import copy
 import functools
 import logging
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -223,31 +224,24 @@ class PopulationEvaluator:
 
     def logits_loop(self, population: Tensor, x: Tensor, precision: str | None = None) -> Tensor:
         """Logits of every individual, one forward each through the user's own module."""
-        precision, mode, dtype = self._setup(precision)
-        model, inputs = self._model("loop", dtype), _cast(x, dtype)
-        outputs = []
-        with torch.no_grad(), forward_context(precision, mode, self.device):
-            for weights in population:
-                self.flat.load(model, weights)  # copy_ casts to the model's dtype
-                outputs.append(model(inputs))
-        return torch.stack(outputs).float()
+        return torch.stack(self._loop(population, x, precision, lambda out: out)).float()
 
-    def _actions_loop(self, population: Tensor, x: Tensor, precision: str | None) -> Tensor:
-        """Argmax actions of every individual, one forward each: like ``logits_loop(...)
-        .argmax(-1)``, the same actions (a float32 copy of reduced-precision logits changes no
-        comparison), without stacking and converting the logits. The chunk is cast to the
-        model's dtype once instead of tensor by tensor."""
+    def _loop(self, population: Tensor, x: Tensor, precision: str | None,
+              keep: Callable[[Tensor], Tensor]) -> list[Tensor]:
+        """``keep(output)`` of each individual's forward through the user's own module, in the
+        model's dtype. The chunk is cast to that dtype once, not tensor by tensor (the same
+        values); a model of mixed dtypes gets each tensor's own cast from ``flat.load``."""
         precision, mode, dtype = self._setup(precision)
         model, inputs = self._model("loop", dtype), _cast(x, dtype)
         dtypes = {p.dtype for p in model.parameters()}
-        actions = []
+        kept = []
         with torch.no_grad(), forward_context(precision, mode, self.device):
-            if len(dtypes) == 1:  # a model of mixed dtypes gets each tensor's own cast
+            if len(dtypes) == 1:
                 population = population.to(dtypes.pop())
             for weights in population:
                 self.flat.load(model, weights)
-                actions.append(model(inputs).argmax(-1))
-        return torch.stack(actions)
+                kept.append(keep(model(inputs)))
+        return kept
 
     def actions(
         self, population: Tensor, data: Data, method: str | None = None,
@@ -265,7 +259,9 @@ class PopulationEvaluator:
         if method == "vmap":
             return torch.cat([self.logits_vmap(part, x, precision).argmax(-1)
                               for part in population.split(self._chunk(x))])
-        return torch.cat([self._actions_loop(part, x, precision)
+        # Each individual's argmax at once: its logits are never stacked or copied to float32
+        # (which changes no comparison, so the actions are those of logits_loop)
+        return torch.cat([torch.stack(self._loop(part, x, precision, lambda out: out.argmax(-1)))
                           for part in population.split(LOOP_CHUNK)])
 
     # -- scores ------------------------------------------------------------------------------
