@@ -84,6 +84,11 @@ def index_data(data: Data, index: Tensor) -> Data:
     return map_data(data, lambda t: t[index.to(t.device)])
 
 
+def data_bytes(data: Data) -> int:
+    """Bytes held by ``data``'s tensors."""
+    return sum(t.element_size() * t.numel() for _, t in _leaves(data))
+
+
 def data_to(data: Data, device: torch.device | str) -> Data:
     """Move every tensor to ``device``, keeping the structure."""
     return map_data(data, lambda t: t.to(device))

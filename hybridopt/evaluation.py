@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hybridopt.data import Data, model_input, slice_data
+from hybridopt.data import Data, index_data, model_input, slice_data
 from hybridopt.objectives import ParetoArchive, check_weights, scalarise, visit_weights
 from hybridopt.population.evaluate import PopulationEvaluator
 from hybridopt.population.flat import FlatParams
@@ -116,6 +116,27 @@ class Evaluation:
                 self.archive.update(weights.unsqueeze(0), batch.objectives)
             score = float(scalarise(batch.objectives, self.weights)[0])
         return score if math.isfinite(score) else -math.inf
+
+    def score_resamples(self, weights: Tensor, data: Data,
+                        resamples: list[tuple[Tensor, Data | None]]) -> Tensor:
+        """Scores ``[len(resamples)]`` float64 of the argmax policy of ``weights`` on row
+        resamples of ``data``: each is ``(index, rows)``, the row indices and the data at them
+        (None: taken here from ``data``). The model runs once on ``data``; only ``score_fn``
+        sees each resample. A non-finite score counts as ``-inf``."""
+        self.flat.load(self.scratch, weights)
+        self.scratch.eval()
+        with torch.no_grad():
+            actions = self.scratch(model_input(data)).argmax(-1)
+        scores = torch.empty(len(resamples), dtype=torch.float64)
+        for b, (index, rows) in enumerate(resamples):  # one call each: their data differ
+            index = index.to(actions.device)
+            batch = self.scorer(actions[index].unsqueeze(0),
+                                index_data(data, index) if rows is None else rows)
+            self.nonfinite += batch.n_nonfinite
+            value = (batch.scores if batch.objectives is None
+                     else scalarise(batch.objectives, self.weights))
+            scores[b] = float(value[0])
+        return torch.where(torch.isfinite(scores), scores, -math.inf)
 
     def front_valid(self, valid: Data | None) -> None:
         """Score the archive members that lack validation objectives (one population call)."""
