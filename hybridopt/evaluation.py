@@ -19,6 +19,13 @@ from hybridopt.scoring import ScoreBatch, Scorer
 IN_PROCESS = ("auto", "vmap", "loop")
 
 
+def argmax_actions(model: nn.Module, data: Data) -> Tensor:
+    """``model``'s argmax actions on ``data`` (eval mode, no gradients)."""
+    model.eval()
+    with torch.no_grad():
+        return model(model_input(data)).argmax(-1)
+
+
 class Evaluation:
     """Everything that turns weights into scores for one optimiser.
 
@@ -104,10 +111,7 @@ class Evaluation:
 
     def score_model(self, model: nn.Module, data: Data, weights: Tensor | None = None) -> float:
         """The argmax policy's score of ``model`` on ``data``."""
-        model.eval()
-        with torch.no_grad():
-            actions = model(model_input(data)).argmax(-1)
-        batch = self.scorer(actions.unsqueeze(0), data)
+        batch = self.scorer(argmax_actions(model, data).unsqueeze(0), data)
         self.nonfinite += batch.n_nonfinite
         if batch.objectives is None:
             score = float(batch.scores[0])
@@ -124,9 +128,7 @@ class Evaluation:
         (None: taken here from ``data``). The model runs once on ``data``; only ``score_fn``
         sees each resample. A non-finite score counts as ``-inf``."""
         self.flat.load(self.scratch, weights)
-        self.scratch.eval()
-        with torch.no_grad():
-            actions = self.scratch(model_input(data)).argmax(-1)
+        actions = argmax_actions(self.scratch, data)
         scores = torch.empty(len(resamples), dtype=torch.float64)
         for b, (index, rows) in enumerate(resamples):  # one call each: their data differ
             index = index.to(actions.device)

@@ -64,7 +64,7 @@ class Selection:
     """Keeps the best candidate by its selection score.
 
     Args:
-        rule: "union" or "validation" (see the module docstring).
+        rule: "union", "validation" or "robust" (see the module docstring).
         score: ``score(weights, data) -> float``, the argmax policy's score in float32.
         train: the training data; valid: the validation data or None.
         resample: ``resample(weights, data, resamples) -> Tensor [B]``, the scores on the
