@@ -124,14 +124,15 @@ def make_setup(name: str, task: Task, splits: dict, model: nn.Module, seed: int,
 
 
 def run_hybridopt(setup: Setup, task: Task, phases: tuple[str, ...] | None,
-                  population: int | str) -> dict:
-    """One HybridOptimizer run (``phases=None``: its default phases); scores recomputed with
-    the task's scalar score."""
+                  population: int | str, selection: str | None = None) -> dict:
+    """One HybridOptimizer run (``phases=None``: its default phases; ``selection=None``: its
+    default selection rule); scores recomputed with the task's scalar score."""
     start = time.perf_counter()
     opt = ho.HybridOptimizer(
         setup.model, task.hybrid_score_fn or task.score_fn, data=setup.train,
         validation_data=setup.valid, population_size=population, episode_length=None,
         seed=setup.seed, **({} if phases is None else {"phases": phases}),
+        **({} if selection is None else {"selection": selection}),
     )
     result = opt.fit(max_evaluations=setup.budget, progress=False)
     wall = time.perf_counter() - start
@@ -173,6 +174,8 @@ class Job:
     """``--population``: "auto", "task" or an int."""
     auto_supported: bool
     """Whether ``HybridOptimizer`` takes ``population_size="auto"`` (else the resolved int)."""
+    selection: str | None = None
+    """``--selection``: hybridopt's selection rule (None: the library's default)."""
 
 
 @functools.cache
@@ -203,7 +206,7 @@ def run_job(job: Job) -> dict:
                        job.quick)
     if job.method in HYBRIDOPT:
         population, resolved = hybridopt_population(job, task, setup.dim)
-        run = run_hybridopt(setup, task, HYBRIDOPT[job.method], population)
+        run = run_hybridopt(setup, task, HYBRIDOPT[job.method], population, job.selection)
         if run["population"] == "auto":
             run["population"] = resolved
     else:

@@ -108,6 +108,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hybridopt.selection import SELECTIONS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402  (benchmarks/peers, next to this script)
 from _compare_report import (  # noqa: E402  (benchmarks/_compare_report.py, next to this script)
@@ -203,6 +205,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--population", default="auto",
                    help="hybridopt's population_size: auto (default), task (300; 64 on "
                         "plateau: the sizes before auto) or an int")
+    p.add_argument("--selection", default=None, choices=SELECTIONS,
+                   help="hybridopt's selection rule (default: the library's), to measure a "
+                        "candidate default")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--jobs", type=int, default=2, help="worker processes for the runs (default 2)")
     p.add_argument("--threads", type=int, default=1,
@@ -272,7 +277,8 @@ def main(argv=None) -> dict:
         print('note: this HybridOptimizer does not take population_size="auto" yet; passing '
               "the size its rule gives (hybridopt.population.size.auto_population_size)")
     print(f"torch {torch.__version__}, {args.jobs} job(s) x {args.threads} thread(s); methods: "
-          f"{', '.join(methods)}; sigma scales: {args.sigma_scale}", flush=True)
+          f"{', '.join(methods)}; sigma scales: {args.sigma_scale}; hybridopt selection: "
+          f"{args.selection or 'the default'}", flush=True)
 
     budgets = {name: QUICK_BUDGET if args.quick
                else max(1, round(TASKS[name].budget * args.budget_scale)) for name in args.tasks}
@@ -281,7 +287,7 @@ def main(argv=None) -> dict:
     if "runs" in args.parts:
         # Tasks, then seeds, then methods: a drift in machine load hits every method alike
         jobs = [Job(name, method, seed, budgets[name], args.sigma_scale.get(method, 0.3),
-                    args.quick, args.population, auto_supported)
+                    args.quick, args.population, auto_supported, args.selection)
                 for name in args.tasks for seed in seeds for method in methods]
         done: list[dict] = []
 

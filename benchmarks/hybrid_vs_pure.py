@@ -66,6 +66,7 @@ from torch import nn
 
 import hybridopt as ho
 from hybridopt.population.size import auto_population_size
+from hybridopt.selection import SELECTIONS
 from hybridopt.tasks.deceptive import DeceptiveMLP, deceptive_score, make_deceptive_data
 from hybridopt.tasks.plateau import PlateauMLP, make_plateau_data, plateau_score
 from hybridopt.tasks.trading import (
@@ -161,6 +162,8 @@ class Job:
     histories: str | None = None
     hybrid_phases: tuple[str, ...] | None = None
     """``--hybrid-phases``: the hybrid's phases (None = the library's default)."""
+    selection: str | None = None
+    """``--selection``: every method's selection rule (None = the library's default)."""
 
 
 @functools.cache
@@ -187,6 +190,7 @@ def run_one(job: Job) -> dict:
             model, task.score_fn, data=splits["train"], validation_data=splits["valid"],
             population_size=population, episode_length=task.episode_length, seed=job.seed,
             **({} if phases is None else {"phases": phases}),
+            **({} if job.selection is None else {"selection": job.selection}),
         )
 
     # The starting weights' selection score, as the library computes it (validation, or
@@ -351,6 +355,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hybrid-phases", default=None,
                    help="the hybrid's phases, comma-separated (e.g. es,gradient,genetic; "
                         "default: the library's default cycle), to measure a candidate default")
+    p.add_argument("--selection", default=None, choices=SELECTIONS,
+                   help="every method's selection rule (default: the library's), to measure a "
+                        "candidate default")
     args = p.parse_args(argv)
     if args.hybrid_phases is not None:
         args.hybrid_phases = tuple(n.strip() for n in args.hybrid_phases.split(",") if n.strip())
@@ -422,10 +429,12 @@ def main(argv=None) -> dict:
     todo = cells(args)
     # Seeds outer, methods inner: a drift in machine load hits every method alike
     jobs = [Job(name, budget, method, seed, args.population, auto_supported,
-                None if args.histories is None else str(args.histories), args.hybrid_phases)
+                None if args.histories is None else str(args.histories), args.hybrid_phases,
+                args.selection)
             for name, budget in todo for seed in range(args.seeds) for method in methods]
     print(f"torch {torch.__version__}; {len(jobs)} runs: {len(todo)} task/budget cells x "
-          f"{args.seeds} seeds x methods {', '.join(methods)}; {args.jobs} jobs x "
+          f"{args.seeds} seeds x methods {', '.join(methods)}; selection "
+          f"{args.selection or 'the default'}; {args.jobs} jobs x "
           f"{args.threads} thread(s)", flush=True)
     for name in dict.fromkeys(t for t, _ in todo):
         task = TASKS[name]

@@ -106,12 +106,22 @@ class Evaluation:
     def score(self, weights: Tensor, data: Data, train: bool = False) -> float:
         """The argmax policy's score of ``weights`` on ``data``, in float32 (the fixed
         scalarisation with several objectives; on training data it joins the archive)."""
-        self.flat.load(self.scratch, weights)
-        return self.score_model(self.scratch, data, weights if train else None)
+        return self.score_actions(self.actions(weights, data), data,
+                                  weights if train else None)
 
     def score_model(self, model: nn.Module, data: Data, weights: Tensor | None = None) -> float:
         """The argmax policy's score of ``model`` on ``data``."""
-        batch = self.scorer(argmax_actions(model, data).unsqueeze(0), data)
+        return self.score_actions(argmax_actions(model, data), data, weights)
+
+    def actions(self, weights: Tensor, data: Data) -> Tensor:
+        """The argmax actions of ``weights`` on ``data``."""
+        self.flat.load(self.scratch, weights)
+        return argmax_actions(self.scratch, data)
+
+    def score_actions(self, actions: Tensor, data: Data, weights: Tensor | None = None) -> float:
+        """The score of one action sequence on ``data`` (-inf when not finite; ``weights``
+        given: they join the archive with their objectives)."""
+        batch = self.scorer(actions.unsqueeze(0), data)
         self.nonfinite += batch.n_nonfinite
         if batch.objectives is None:
             score = float(batch.scores[0])
@@ -121,14 +131,12 @@ class Evaluation:
             score = float(scalarise(batch.objectives, self.weights)[0])
         return score if math.isfinite(score) else -math.inf
 
-    def score_resamples(self, weights: Tensor, data: Data,
+    def resample_scores(self, actions: Tensor, data: Data,
                         resamples: list[tuple[Tensor, Data | None]]) -> Tensor:
-        """Scores ``[len(resamples)]`` float64 of the argmax policy of ``weights`` on row
-        resamples of ``data``: each is ``(index, rows)``, the row indices and the data at them
-        (None: taken here from ``data``). The model runs once on ``data``; only ``score_fn``
-        sees each resample. A non-finite score counts as ``-inf``."""
-        self.flat.load(self.scratch, weights)
-        actions = argmax_actions(self.scratch, data)
+        """Scores ``[len(resamples)]`` float64 of ``actions`` (on ``data``) on row resamples
+        of ``data``: each is ``(index, rows)``, the row indices and the data at them (None:
+        taken here from ``data``). Only ``score_fn`` runs, once per resample. A non-finite
+        score counts as ``-inf``."""
         scores = torch.empty(len(resamples), dtype=torch.float64)
         for b, (index, rows) in enumerate(resamples):  # one call each: their data differ
             index = index.to(actions.device)
@@ -139,6 +147,11 @@ class Evaluation:
                      else scalarise(batch.objectives, self.weights))
             scores[b] = float(value[0])
         return torch.where(torch.isfinite(scores), scores, -math.inf)
+
+    def score_resamples(self, weights: Tensor, data: Data,
+                        resamples: list[tuple[Tensor, Data | None]]) -> Tensor:
+        """:meth:`resample_scores` of the argmax policy of ``weights`` (one forward pass)."""
+        return self.resample_scores(self.actions(weights, data), data, resamples)
 
     def front_valid(self, valid: Data | None) -> None:
         """Score the archive members that lack validation objectives (one population call)."""

@@ -55,9 +55,11 @@ class HybridOptimizer:
         episode_length: rows per episode (contiguous slices sampled each step); None = the whole
             data is one episode.
         validation_data: if given, the best weights are chosen with it (see ``selection``).
-        selection: "union" (score on training + validation rows), "validation" (validation
-            rows only) or "robust" (mean minus one std of the union's score over bootstrap
-            resamples of its rows); see :mod:`hybridopt.selection`.
+        selection: "auto" (default: "robust" with validation data, else the training score),
+            "robust" (mean minus one std of the score over bootstrap resamples of the
+            training + validation rows, or of the training rows alone),
+            "union" (the score on training + validation rows: cheaper when ``score_fn`` is
+            slow) or "validation" (validation rows only); see :mod:`hybridopt.selection`.
         outputs: "auto", "logits", "probs" or "log_probs" (see :mod:`hybridopt.outputs`).
         precision: population evaluation in "float32", "bfloat16", "float16" (CUDA) or "auto";
             kept best scores are always float32.
@@ -98,7 +100,7 @@ class HybridOptimizer:
         population_size: int | str = "auto",
         episode_length: int | None = None,
         validation_data: Data | None = None,
-        selection: str = "union",
+        selection: str = "auto",
         outputs: str = "auto",
         precision: str = "float32",
         threads: int | None = None,
@@ -175,7 +177,7 @@ class HybridOptimizer:
                                      self.evaluator, **self._evaluation_options)
         self.controller = Controller(self.phase_objects, self.stall_config)
         self.selection = Selection(self._selection_rule, self._score_weights, self.data,
-                                   self.validation_data, self.evaluation.score_resamples,
+                                   self.validation_data, self.evaluation,
                                    seed=self.seed)
         self._state: Any = None
         self._live: Tensor | None = None

@@ -104,3 +104,36 @@ def test_robust_without_validation_resamples_the_training_rows(splits):
 def test_unknown_selection_is_refused_by_name(splits):
     with pytest.raises(ValueError, match="selection must be one of .*robust.*'best'"):
         optimizer(splits, "best")
+
+
+def test_auto_is_robust_with_validation_and_the_training_score_without(splits):
+    train, valid = splits
+    for validation, kept in ((valid, SAFE), (None, EDGE)):
+        torch.manual_seed(0)
+        opt = ho.HybridOptimizer(nn.Linear(1, 2), threshold_score, data=train,
+                                 validation_data=validation, phases=("gradient",), seed=0)
+        for w, score in ((EDGE, 10.495), (SAFE, 10.30)):
+            opt.selection.offer(w, train_score=score)
+        assert torch.equal(opt.selection.best_weights, kept)
+    assert opt.selection.best_score == 10.495  # without validation: the training score
+
+
+def test_a_candidate_with_known_actions_gets_its_bound_without_resampling(splits):
+    calls = []
+
+    def counted(actions, data):
+        calls.append(1)
+        return threshold_score(actions, data)
+
+    train, valid = splits
+    torch.manual_seed(0)
+    opt = ho.HybridOptimizer(nn.Linear(1, 2), counted, data=train, validation_data=valid,
+                             phases=("gradient",), seed=0, selection="robust")
+    first = opt.selection.offer(EDGE, train_score=0.0)["selection_score"]
+    before = len(calls)
+    # Twice the weights: the same argmax actions on every row, so the same bound
+    again = opt.selection.offer(2 * EDGE, train_score=0.0)["selection_score"]
+    assert again == first
+    assert len(calls) - before < RESAMPLES  # only the validation score, no resamples
+    opt.selection.offer(SAFE, train_score=0.0)
+    assert len(calls) - before > RESAMPLES  # new actions: resampled

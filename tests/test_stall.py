@@ -221,7 +221,8 @@ def test_union_selection_judges_on_train_and_validation_rows(bandit):
     flipped = best.clone()
     flipped[::2] = (flipped[::2] + 1) % 3
     opt = ho.HybridOptimizer(
-        mlp(), hit_rate, data=bandit, validation_data=(x, flipped), phases=("gradient",), seed=0
+        mlp(), hit_rate, data=bandit, validation_data=(x, flipped), phases=("gradient",), seed=0,
+        selection="union",
     )
     result = opt.fit(max_evaluations=600, progress=False)
     rows = result.history
