@@ -103,7 +103,7 @@ class Selection:
         if rule == "auto":
             rule = "robust" if valid is not None else "union"
         if rule == "robust" and resample is None:
-            raise ValueError("selection='robust' needs a resample function.")
+            raise ValueError("selection='robust' needs a judge that scores resamples (resample=).")
         self.rule, self.score, self.resample, self.seed = rule, score, resample, seed
         self._resamples: list[tuple[Tensor, Data | None]] | None = None
         self._known: dict[bytes, float] = {}  # bound by digest of the candidate's actions
