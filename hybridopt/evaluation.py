@@ -148,11 +148,6 @@ class Evaluation:
             scores[b] = float(value[0])
         return torch.where(torch.isfinite(scores), scores, -math.inf)
 
-    def score_resamples(self, weights: Tensor, data: Data,
-                        resamples: list[tuple[Tensor, Data | None]]) -> Tensor:
-        """:meth:`resample_scores` of the argmax policy of ``weights`` (one forward pass)."""
-        return self.resample_scores(self.actions(weights, data), data, resamples)
-
     def front_valid(self, valid: Data | None) -> None:
         """Score the archive members that lack validation objectives (one population call)."""
         if self.archive is None or valid is None or not len(self.archive):

@@ -62,7 +62,8 @@ def test_robust_score_is_mean_minus_std_over_the_documented_resamples(splits):
     opt = optimizer(splits, "robust")
     union = torch.cat(splits)
     drawn = resamples(union, RESAMPLES, seed=0)
-    scores = opt.evaluation.score_resamples(EDGE, union, drawn)
+    actions = opt.evaluation.actions(EDGE, union)
+    scores = opt.evaluation.resample_scores(actions, union, drawn)
     assert scores.shape == (RESAMPLES,) and scores.dtype == torch.float64
     # Some resamples keep the bonus and some lose it: a spread a plain score cannot show
     assert 0 < int((scores > 10).sum()) < RESAMPLES
@@ -70,14 +71,14 @@ def test_robust_score_is_mean_minus_std_over_the_documented_resamples(splits):
     expected = float(scores.mean() - scores.std(correction=0))
     assert judged["selection_score"] == pytest.approx(expected)
     # Same seed, same resamples: every candidate is judged on the same rows
-    again = opt.evaluation.score_resamples(EDGE, union, resamples(union, RESAMPLES, seed=0))
+    again = opt.evaluation.resample_scores(actions, union, resamples(union, RESAMPLES, seed=0))
     assert torch.equal(scores, again)
     other = resamples(union, RESAMPLES, seed=1)
-    assert not torch.equal(scores, opt.evaluation.score_resamples(EDGE, union, other))
+    assert not torch.equal(scores, opt.evaluation.resample_scores(actions, union, other))
     # Data too large to keep copies of is indexed again on every use: the same scores
     lazy = resamples(union, RESAMPLES, seed=0, keep_bytes=0)
     assert all(rows is None for _, rows in lazy)
-    assert torch.equal(scores, opt.evaluation.score_resamples(EDGE, union, lazy))
+    assert torch.equal(scores, opt.evaluation.resample_scores(actions, union, lazy))
 
 
 def test_robust_fit_keeps_its_best_selection_score_and_is_reproducible(splits):
