@@ -12,6 +12,7 @@ from hybridopt.checks import check_int
 from hybridopt.config import ESConfig, GeneticConfig, GradientConfig, StallConfig
 from hybridopt.data import check_like, validate_data
 from hybridopt.phases import validate_phases
+from hybridopt.population.precision import check_precision_name
 from hybridopt.selection import check_selection
 from hybridopt.validation import check_options
 
@@ -38,6 +39,7 @@ def check_arguments(*, model: Any, phases: Any, population_size: Any, episode_le
     check_int("threads", threads, 1, allow_none=True)
     check_int("checkpoint_every", checkpoint_every, 1)
     check_selection(selection)
+    check_precision_name(precision)
     if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, Path)):
         raise TypeError(
             f"checkpoint_dir must be a path (str or Path); got {type(checkpoint_dir).__name__}."

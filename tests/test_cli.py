@@ -145,6 +145,7 @@ def test_bad_config_exits_2_from_the_console_script(tmp_path):
         (("hidden_size = 4", "hiden_size = 4"), "[task] model: TypeError"),
         (("episode_length = 64", "episode_length = 100000"), "episode_length must be <="),
         (("[fit]", "[fit]\n[fit.extra]"), "unknown key 'extra' in [fit]"),
+        (("seed = 1", 'seed = 1\nprecision = "bf17"'), "[optimizer]: precision must be one of"),
         (('model = "', 'model = '), "cannot parse"),
     ],
 )

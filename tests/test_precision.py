@@ -86,6 +86,25 @@ def test_bad_precision_is_rejected_in_the_constructor(bad):
         PopulationEvaluator(model, Scorer(agreement), flat, precision=bad)
 
 
+class CountingMLP(nn.Module):
+    """A small MLP that counts its forward passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.calls = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.net(x)
+
+
+def test_the_optimizer_rejects_a_bad_precision_before_any_forward_pass():
+    model, x = CountingMLP(), torch.randn(64, 4)
+    with pytest.raises(ValueError, match=r"precision must be one of .*got 'bf17'"):
+        ho.HybridOptimizer(model, agreement, x, precision="bf17")
+    assert model.calls == 0
+
+
 def test_float16_needs_cuda():
     model, flat, _, _ = setup()
     with pytest.raises(ValueError, match=r'precision = "float16" needs CUDA.*cpu'):

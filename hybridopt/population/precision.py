@@ -27,12 +27,27 @@ __all__ = [
     "PRECISIONS",
     "bf16_matmul_units",
     "check_precision",
+    "check_precision_name",
     "forward_context",
 ]
 
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("cast", "autocast")
+
+
+def check_precision_name(precision: object) -> None:
+    """Checks that ``precision`` is one of :data:`PRECISIONS`, wherever it will run (the
+    optimiser calls this before it builds anything; :func:`check_precision` adds the device).
+
+    Raises:
+        ValueError: naming the bad value and the allowed ones.
+    """
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {', '.join(repr(p) for p in PRECISIONS)}; "
+            f"got {precision!r}."
+        )
 
 
 def check_precision(precision: object, device: torch.device) -> str:
@@ -48,11 +63,7 @@ def check_precision(precision: object, device: torch.device) -> str:
     Raises:
         ValueError: if ``precision`` is not one of :data:`PRECISIONS`, or is "float16" off CUDA.
     """
-    if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise ValueError(
-            f"precision must be one of {', '.join(repr(p) for p in PRECISIONS)}; "
-            f"got {precision!r}."
-        )
+    check_precision_name(precision)
     if precision == "float16" and device.type != "cuda":
         raise ValueError(
             f'precision = "float16" needs CUDA, but the evaluation runs on {device.type!r} '
