@@ -60,6 +60,9 @@ class Progress:
         interval: seconds between two plain lines off a terminal.
         initial: evaluations already done before this fit (a resumed run), so that the rate
             counts only this fit's work.
+        best: what the best score is, for its label ``best(...)``: the selection's
+            :attr:`~hybridopt.selection.Selection.label`; None: "valid" on rows with a
+            validation score, else "train".
         clock: seconds as a float (default ``time.monotonic``); tests inject a fake one.
 
     The rate shown (evaluations/s, the only one) is the average since the object was made.
@@ -72,10 +75,11 @@ class Progress:
     """
 
     def __init__(self, enabled: bool, total: int | None, *, stream: TextIO | None = None,
-                 interval: float = 5.0, initial: int = 0,
+                 interval: float = 5.0, initial: int = 0, best: str | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = sys.stderr if stream is None else stream
         self.total, self.interval, self.initial, self._clock = total, interval, initial, clock
+        self.best = best
         self._start = clock()
         self._due = self._start + interval
         self._row: dict | None = None  # the latest row, and the one the latest line shows
@@ -141,7 +145,8 @@ class Progress:
         pairs = [("phase", row["phase"]), ("train", _num(row["score"]))]
         if valid is not None:
             pairs.append(("valid", _num(valid)))
-        pairs.append((f"best({'train' if valid is None else 'valid'})", _num(row["best_score"])))
+        label = self.best or ("train" if valid is None else "valid")
+        pairs.append((f"best({label})", _num(row["best_score"])))
         return pairs
 
     def _status(self, row: dict) -> str:

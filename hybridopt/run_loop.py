@@ -98,7 +98,7 @@ def run(opt: Any, budget: Budget, callbacks: tuple, progress: bool) -> FitResult
     wall_before = opt.history[-1]["wall_time"] if opt.history else 0.0
     total = budget.max_evaluations
     bar = Progress(progress, None if total is None else budget.start_evaluations + total,
-                   initial=budget.start_evaluations)
+                   initial=budget.start_evaluations, best=opt.selection.label)
     stop_reason, idle = "", 0
     try:
         if opt._live is not None:  # fitting again: the model goes back to where it was

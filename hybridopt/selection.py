@@ -120,6 +120,16 @@ class Selection:
         self.evaluations = 0
         self.since_best = 0
 
+    @property
+    def label(self) -> str:
+        """What :attr:`best_score` is: "robust", "union", "valid" (the validation score) or
+        "train" (no validation data, and not robust)."""
+        if self.rule == "robust":
+            return "robust"
+        if self.valid is None:
+            return "train"
+        return "valid" if self.rule == "validation" else "union"
+
     def offer(self, weights: Tensor, train_score: float, spent: int = 0) -> dict:
         """Judge a candidate with its training score; keep it if it is the best so far.
 

@@ -182,6 +182,13 @@ def test_on_a_terminal_the_bar_shows_one_rate_and_labelled_scores(valid):
         assert "phase=gradient train=5 best(train)=5" in final and "valid" not in final
 
 
+def test_the_best_label_names_what_the_best_score_is():
+    stream = io.StringIO()
+    with Progress(True, 1000, stream=stream, interval=0.0, best="union") as progress:
+        progress.update(row(3, True))
+    assert "train 4  valid 1.5  best(union) 1.5" in stream.getvalue()
+
+
 def test_the_stream_defaults_to_stderr_at_construction(capsys):
     progress = Progress(True, None)
     progress.event(SWITCH)
@@ -232,4 +239,5 @@ def test_a_real_fit_with_stderr_to_a_file_writes_short_plain_lines(tmp_path):
                for line in lines)  # the log record, on its own line
     assert any(STAMPED.match(line) and "] switch gradient -> genetic" in line for line in lines)
     final = STAMPED.match(lines[-1])
-    assert final and "evaluations" in final.group(2) and "best(valid)" in final.group(2)
+    # the default selection with validation data is "robust": the label says so
+    assert final and "evaluations" in final.group(2) and "best(robust)" in final.group(2)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import hybridopt as ho
-from hybridopt.selection import RESAMPLES, resamples
+from hybridopt.selection import RESAMPLES, Selection, resamples
 
 N = 200
 
@@ -138,3 +138,14 @@ def test_a_candidate_with_known_actions_gets_its_bound_without_resampling(splits
     assert len(calls) - before < RESAMPLES  # only the validation score, no resamples
     opt.selection.offer(SAFE, train_score=0.0)
     assert len(calls) - before > RESAMPLES  # new actions: resampled
+
+
+@pytest.mark.parametrize("rule, with_valid, label", [
+    ("auto", True, "robust"), ("auto", False, "train"), ("robust", False, "robust"),
+    ("union", True, "union"), ("union", False, "train"), ("validation", True, "valid"),
+])
+def test_the_label_says_what_the_best_score_is(rule, with_valid, label):
+    train = torch.zeros(4, 1)
+    selection = Selection(rule, lambda w, d: 0.0, train, train if with_valid else None,
+                          resample=object())
+    assert selection.label == label
