@@ -28,7 +28,8 @@ class FitResult:
         best_train_score: training score of those weights.
         best_state_dict: the model's ``state_dict`` with the best weights.
         evaluations: score_fn calls on the training data (one call = one action sequence).
-        validation_evaluations: score_fn calls on the validation data.
+        validation_evaluations: the selection's judgements of candidates (validation score,
+            union score or robust bound: one each per candidate; see docs/outputs.md).
         wall_time: seconds spent in ``fit``.
         history: one dict per step or generation.
         switches: one dict per phase switch, with its reason.
